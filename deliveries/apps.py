@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class DeliveriesConfig(AppConfig):
+    name = "deliveries"
+    verbose_name = "Webhook deliveries"
+
+    def ready(self) -> None:
+        from . import checks, receivers  # noqa: F401  (registers system checks and signal receivers)

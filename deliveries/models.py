@@ -1,0 +1,116 @@
+"""What is sent: events, their deliveries to endpoints, and every attempt."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from endpoints.models import Endpoint
+
+
+class Event(models.Model):
+    """Something that happened in the host product, published once and fanned out to the
+    endpoints of its tenant. Its id is the `webhook-id` every receiver dedupes on."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.CharField(max_length=100, blank=True, default="")
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="event_unique_idempotency_key",
+            )
+        ]
+        indexes = [
+            # The sweep looks for committed events never fanned out.
+            models.Index(fields=["created_at"], condition=Q(fanned_out_at__isnull=True), name="event_not_fanned_out"),
+            models.Index(fields=["tenant", "type", "created_at"], name="event_tenant_type_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.webhook_id}"
+
+    @property
+    def webhook_id(self) -> str:
+        """The id sent in `webhook-id`, stable across every retry of every delivery."""
+        return f"evt_{self.id.hex}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Delivery(models.Model):
+    """One event to one endpoint. Pending until a 2xx (succeeded) or until retries run out or
+    the receiver's answer is final (failed: the dead letter, kept for operators to retry).
+
+    `next_attempt_at` is when the next try is due (null while parked: endpoint disabled, or
+    finished). `locked_until` is a sender's lease: while it lies in the future no other worker
+    may send. `queued_until` says a broker message is expected to run it by then, so the sweep
+    leaves it alone; past it, the message is presumed lost and the sweep enqueues it again.
+    """
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    queued_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_unique_event_endpoint")]
+        indexes = [
+            # The sweep: due pending deliveries, oldest first.
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="delivery_due"),
+            models.Index(fields=["endpoint", "status", "created_at"], name="delivery_endpoint_status"),
+            models.Index(fields=["status", "updated_at"], name="delivery_status_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} of {self.event_id} to endpoint {self.endpoint_id}"
+
+
+class AttemptTrigger(models.TextChoices):
+    AUTOMATIC = "automatic", "Automatic"
+    MANUAL = "manual", "Manual retry"
+    REPLAY = "replay", "Replay"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP request for a delivery and what came back (or why nothing did)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=10, choices=AttemptTrigger.choices, default=AttemptTrigger.AUTOMATIC)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    request_headers = models.JSONField(default=dict)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.TextField(blank=True, default="")
+    error_class = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    outcome = models.CharField(max_length=20, blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_unique_number")]
+        indexes = [models.Index(fields=["started_at"], name="attempt_started_at")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"

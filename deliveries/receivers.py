@@ -1,0 +1,17 @@
+"""Signal receivers connecting the endpoints app to deliveries."""
+
+from django.dispatch import receiver
+from django.utils import timezone
+
+from endpoints.models import Endpoint
+from endpoints.signals import endpoint_enabled
+
+from .models import Delivery, DeliveryStatus
+
+
+@receiver(endpoint_enabled, sender=Endpoint, dispatch_uid="deliveries.resume_parked")
+def resume_parked_deliveries(sender, endpoint: Endpoint, **kwargs) -> None:
+    """Deliveries kept while the endpoint was disabled become due now; the sweep sends them."""
+    Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING, next_attempt_at__isnull=True).update(
+        next_attempt_at=timezone.now(), queued_until=None
+    )

@@ -1,0 +1,193 @@
+"""Sending one delivery: claim it, sign and POST the body, record the attempt, decide what next."""
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from requests.structures import CaseInsensitiveDict
+
+from . import transport
+from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
+from .retry_policy import RetryPolicy, Verdict, parse_retry_after
+from .signing import signature_headers
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+SIGNATURE_HEADERS = frozenset({"webhook-signature", "x-webhook-signature"})
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What one call of send_delivery did; `retry_at` is set when the next try is soon enough
+    to be a broker countdown (at most WEBHOOKS_MAX_COUNTDOWN away)."""
+
+    delivery_id: int
+    verdict: str
+    attempt: int
+    retry_at: datetime | None = None
+
+
+def lease_seconds() -> float:
+    """How long a claim lasts: longer than any send can take, so it only lapses if the worker died."""
+    return settings.WEBHOOKS_CONNECT_TIMEOUT + settings.WEBHOOKS_REQUEST_TIMEOUT + 60
+
+
+def render_body(event: Event) -> bytes:
+    """The exact bytes sent (and signed) for an event, the same on every attempt."""
+    envelope = {
+        "id": event.webhook_id,
+        "type": event.type,
+        "timestamp": event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": event.payload,
+    }
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def claim(delivery_id: int, now: datetime) -> datetime | None:
+    """Take the lease on a due, unclaimed pending delivery; None if it is not ours to send.
+
+    One conditional UPDATE: of concurrent claimers exactly one matches the row.
+    """
+    lease = now + timedelta(seconds=lease_seconds())
+    claimed = (
+        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .update(locked_until=lease)
+    )
+    return lease if claimed else None
+
+
+def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp: int) -> CaseInsensitiveDict:
+    """Custom headers first, ours after, so no custom header can replace a signature."""
+    endpoint = delivery.endpoint
+    headers = CaseInsensitiveDict(endpoint.headers or {})
+    headers.update(
+        {
+            "Content-Type": "application/json",
+            "User-Agent": settings.WEBHOOKS_USER_AGENT,
+            **signature_headers(endpoint.signature_scheme, secrets, delivery.event.webhook_id, timestamp, body),
+        }
+    )
+    return headers
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
+
+
+def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> SendOutcome | None:
+    """Make one attempt at a delivery if it is due and nobody else is sending it.
+
+    Returns None when there was nothing to do (not due, claimed elsewhere, finished, gone).
+    """
+    lease = claim(delivery_id, timezone.now())
+    if lease is None:
+        return None
+    delivery = Delivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
+    endpoint = delivery.endpoint
+    if not endpoint.is_active:
+        # Kept, not failed: enabling the endpoint makes it due again (see receivers.py).
+        Delivery.objects.filter(pk=delivery_id, locked_until=lease).update(
+            next_attempt_at=None, locked_until=None, queued_until=None, updated_at=timezone.now()
+        )
+        logger.info("delivery %s parked: endpoint %s is disabled", delivery_id, endpoint.pk)
+        return None
+
+    body = render_body(delivery.event)
+    headers = build_headers(delivery, body, endpoint.live_secrets(), int(time.time()))
+    started_at = timezone.now()
+    result = transport.post(endpoint.url, body, dict(headers))
+    return record_attempt(delivery, lease, trigger, started_at, headers, result)
+
+
+def record_attempt(
+    delivery: Delivery,
+    lease: datetime,
+    trigger: str,
+    started_at: datetime,
+    headers: CaseInsensitiveDict,
+    result: transport.Result,
+) -> SendOutcome:
+    """Write the attempt and the delivery's new state in one transaction."""
+    policy = RetryPolicy.from_settings()
+    number = delivery.attempt_count + 1
+    response = result.response
+    now = timezone.now()
+    retry_after = None
+    if response is not None:
+        verdict = policy.classify(response.status)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        last_error = "" if verdict == Verdict.SUCCEEDED else f"HTTP {response.status}"
+    else:
+        error = result.error
+        verdict = Verdict.FAILED if error.error_class == "BlockedAddress" else Verdict.RETRY
+        last_error = f"{error.error_class}: {error.message}"
+
+    next_attempt_at = queued_until = retry_at = None
+    if verdict == Verdict.RETRY:
+        delay = policy.delay_after(number, retry_after)
+        if delay is None:
+            verdict = Verdict.FAILED
+            last_error = f"{last_error} (gave up after {number} attempts)"
+        else:
+            next_attempt_at = now + timedelta(seconds=delay)
+            if delay <= settings.WEBHOOKS_MAX_COUNTDOWN:
+                retry_at = next_attempt_at
+                queued_until = next_attempt_at + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+    status = {
+        Verdict.SUCCEEDED: DeliveryStatus.SUCCEEDED,
+        Verdict.RETRY: DeliveryStatus.PENDING,
+    }.get(verdict, DeliveryStatus.FAILED)
+
+    recorded_headers = {k: (REDACTED if k.lower() in SIGNATURE_HEADERS else v) for k, v in headers.items()}
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=number,
+            trigger=trigger,
+            started_at=started_at,
+            duration_ms=result.duration_ms,
+            request_headers=recorded_headers,
+            response_status=response.status if response else None,
+            response_headers={_clean_text(k): _clean_text(v) for k, v in response.headers.items()} if response else {},
+            response_body=_clean_text(response.body.decode("utf-8", "replace")) if response else "",
+            error_class=result.error.error_class if result.error else "",
+            error_message=_clean_text(result.error.message) if result.error else "",
+            outcome=verdict,
+        )
+        updated = Delivery.objects.filter(pk=delivery.pk, locked_until=lease).update(
+            status=status,
+            attempt_count=number,
+            next_attempt_at=next_attempt_at,
+            locked_until=None,
+            queued_until=queued_until,
+            last_status_code=response.status if response else None,
+            last_error=_clean_text(last_error)[:1000],
+            updated_at=now,
+        )
+        if not updated:
+            logger.warning(
+                "delivery %s: lease lapsed during attempt %s; state left to the new holder", delivery.pk, number
+            )
+        if verdict == Verdict.GONE:
+            delivery.endpoint.disable(f"410 Gone on delivery {delivery.pk} at {now:%Y-%m-%d %H:%M:%S}Z")
+
+    logger.info(
+        "webhook attempt event=%s delivery=%s endpoint=%s attempt=%s outcome=%s status=%s duration_ms=%s error=%s",
+        delivery.event.webhook_id,
+        delivery.pk,
+        delivery.endpoint_id,
+        number,
+        verdict,
+        response.status if response else "-",
+        result.duration_ms,
+        result.error.error_class if result.error else "-",
+    )
+    return SendOutcome(delivery.pk, verdict, number, retry_at)

@@ -1,0 +1,49 @@
+"""The sweep: find work the broker lost or never had, and hand it back to the workers.
+
+- deliveries due (`next_attempt_at` passed) with no live lease and no message expected
+  (`queued_until` passed): long retry waits live only here, never in the broker;
+- events committed but never fanned out (the broker was down at commit).
+
+Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED and marked `queued_until` in the same
+transaction, so overlapping sweeps never pick the same delivery; a delivery enqueued twice is
+still sent once, because sending starts by claiming it.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .models import Delivery, DeliveryStatus, Event
+
+
+def take_due_deliveries(limit: int) -> list[int]:
+    """Mark up to `limit` due, unclaimed, unqueued deliveries as queued and return their ids."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+            .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+            .filter(Q(queued_until__isnull=True) | Q(queued_until__lt=now))
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        if ids:
+            Delivery.objects.filter(id__in=ids).update(
+                queued_until=now + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+            )
+    return ids
+
+
+def events_never_fanned_out(limit: int) -> list[str]:
+    """Events committed at least a requeue interval ago and still not fanned out."""
+    cutoff = timezone.now() - timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+    return [
+        str(pk)
+        for pk in Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:limit]
+    ]

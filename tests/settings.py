@@ -1,0 +1,17 @@
+"""Test settings: the real services, never the quick-start defaults.
+
+PostgreSQL and Redis come from DATABASE_URL / CELERY_BROKER_URL, defaulting to the local
+servers; the suite fails loudly (tests/conftest.py) when they do not answer.
+"""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "1")  # the receivers are on loopback
+os.environ.setdefault("DJANGO_DEBUG", "1")
+
+from webhooks_project.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING["loggers"]["deliveries"]["level"] = "WARNING"  # noqa: F405

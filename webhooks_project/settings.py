@@ -1,0 +1,200 @@
+"""Settings, all read from the environment in this one place.
+
+Defaults work for the quick start (SQLite file, a filesystem broker that needs no server,
+DEBUG on). Production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and
+DJANGO_DEBUG=0. Every WEBHOOKS_* setting is documented in the README.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("WEBHOOKS_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {value!r}")
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+    SECRET_KEY = "insecure-quick-start-key-only-for-debug"
+ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h] or (
+    ["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "endpoints",
+    "deliveries",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webhooks_project.urls"
+WSGI_APPLICATION = "webhooks_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# DATABASE_URL unset: a SQLite file for the quick start. SQLite serialises writers, so the
+# worker's threads wait for the lock (timeout) and write transactions take it up front
+# (IMMEDIATE) instead of failing half-way with "database is locked".
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "deliveries": {"handlers": ["console"], "level": os.environ.get("WEBHOOKS_LOG_LEVEL", "INFO")},
+        "endpoints": {"handlers": ["console"], "level": os.environ.get("WEBHOOKS_LOG_LEVEL", "INFO")},
+    },
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+# CELERY_BROKER_URL unset: kombu's filesystem transport, a broker that needs no server (quick
+# start only; it has no visibility timeout and no redelivery). Production: Redis or RabbitMQ.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "") or "filesystem://"
+CELERY_BROKER_VISIBILITY_TIMEOUT = env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 3600)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Redis redelivers a message left unacknowledged longer than this. Only short countdowns
+    # (WEBHOOKS_MAX_COUNTDOWN) ever sit in the broker, see deliveries/retry_policy.py.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Webhooks -------------------------------------------------------------------------------
+WEBHOOKS_REQUEST_TIMEOUT = env_float("WEBHOOKS_REQUEST_TIMEOUT", 30.0)
+WEBHOOKS_CONNECT_TIMEOUT = env_float("WEBHOOKS_CONNECT_TIMEOUT", 5.0)
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", DEBUG)
+# Comma-separated seconds between attempts; empty means the default (retry_policy.py).
+WEBHOOKS_RETRY_SCHEDULE = os.environ.get("WEBHOOKS_RETRY_SCHEDULE", "")
+WEBHOOKS_RETRY_JITTER = env_float("WEBHOOKS_RETRY_JITTER", 0.2)
+WEBHOOKS_RETRY_ALL_NON_2XX = env_bool("WEBHOOKS_RETRY_ALL_NON_2XX", False)
+WEBHOOKS_MAX_RETRY_AFTER = env_float("WEBHOOKS_MAX_RETRY_AFTER", 12 * 3600)
+WEBHOOKS_MAX_COUNTDOWN = env_float("WEBHOOKS_MAX_COUNTDOWN", 60.0)
+WEBHOOKS_MAX_PAYLOAD_BYTES = env_int("WEBHOOKS_MAX_PAYLOAD_BYTES", 256 * 1024)
+WEBHOOKS_MAX_RESPONSE_BYTES = env_int("WEBHOOKS_MAX_RESPONSE_BYTES", 20 * 1024)
+WEBHOOKS_SWEEP_INTERVAL = env_float("WEBHOOKS_SWEEP_INTERVAL", 15.0)
+WEBHOOKS_SWEEP_BATCH_SIZE = env_int("WEBHOOKS_SWEEP_BATCH_SIZE", 500)
+WEBHOOKS_REQUEUE_AFTER = env_float("WEBHOOKS_REQUEUE_AFTER", 120.0)
+WEBHOOKS_USER_AGENT = os.environ.get("WEBHOOKS_USER_AGENT", "django-webhook-sender/0.1")
+
+if WEBHOOKS_REQUEST_TIMEOUT <= 0 or WEBHOOKS_CONNECT_TIMEOUT <= 0:
+    raise ImproperlyConfigured("WEBHOOKS_REQUEST_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be positive.")
+if not 0 <= WEBHOOKS_RETRY_JITTER < 1:
+    raise ImproperlyConfigured("WEBHOOKS_RETRY_JITTER must be in [0, 1).")
+if not CELERY_BROKER_URL.startswith("filesystem://") and (
+    WEBHOOKS_MAX_COUNTDOWN * 2 >= CELERY_BROKER_VISIBILITY_TIMEOUT
+):
+    # A countdown message is held unacknowledged by the worker until it fires; past the
+    # visibility timeout Redis hands it out again and the attempt runs twice.
+    raise ImproperlyConfigured("WEBHOOKS_MAX_COUNTDOWN must stay below half of CELERY_BROKER_VISIBILITY_TIMEOUT.")
+
+# The sweep is registered here; django-celery-beat's scheduler writes it to its tables when
+# beat starts, so a fresh install has it. `expires` drops sweeps that waited too long.
+CELERY_BEAT_SCHEDULE = {
+    "webhooks-sweep-due": {
+        "task": "deliveries.sweep_due",
+        "schedule": WEBHOOKS_SWEEP_INTERVAL,
+        "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_SWEEP_INTERVAL},
+    },
+}
