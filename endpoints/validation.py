@@ -45,31 +45,31 @@ def validate_webhook_url(url: str) -> None:
     if len(url) > MAX_URL_LENGTH:
         raise ValidationError(f"URL is longer than {MAX_URL_LENGTH} characters.", code="too_long")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        raise ValidationError("URL must not contain spaces or control characters.", code="invalid")
+        raise ValidationError("URL must not contain spaces or control characters.", code="invalid_url")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValidationError(f"URL is malformed: {exc}.", code="invalid") from None
+        raise ValidationError(f"URL is malformed: {exc}.", code="invalid_url") from None
     if parts.scheme not in ("http", "https"):
         raise ValidationError(f"URL scheme must be http or https, not {parts.scheme or 'missing'!r}.", code="scheme")
     if not parts.hostname:
-        raise ValidationError("URL must include a host name, e.g. https://example.com/hook.", code="invalid")
+        raise ValidationError("URL must include a host name, e.g. https://example.com/hook.", code="invalid_url")
     if parts.username is not None or parts.password is not None:
         raise ValidationError(
             "URL must not contain credentials; put an Authorization value in the endpoint's headers.",
             code="credentials",
         )
     if parts.fragment:
-        raise ValidationError("URL must not contain a #fragment (it is never sent).", code="invalid")
+        raise ValidationError("URL must not contain a #fragment (it is never sent).", code="invalid_url")
     if port == 0:
-        raise ValidationError("URL port must be between 1 and 65535.", code="invalid")
+        raise ValidationError("URL port must be between 1 and 65535.", code="invalid_url")
     host = parts.hostname
     if not host.startswith("[") and ":" not in host:
         try:
             host.encode("idna")
         except UnicodeError:
-            raise ValidationError(f"URL host {host!r} is not a valid host name.", code="invalid") from None
+            raise ValidationError(f"URL host {host!r} is not a valid host name.", code="invalid_url") from None
     if not settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS:
         reason = host_blocked_reason(host)
         if reason:
@@ -83,7 +83,7 @@ def validate_webhook_url(url: str) -> None:
 def validate_event_type_patterns(patterns: object) -> None:
     """A list of subscription patterns (empty: all event types)."""
     if not isinstance(patterns, list):
-        raise ValidationError("Event types must be a list of patterns such as ['order.*'].", code="invalid")
+        raise ValidationError("Event types must be a list of patterns such as ['order.*'].", code="not_a_list")
     errors = [error for error in map(pattern_error, patterns) if error]
     if errors:
         raise ValidationError([ValidationError(e.capitalize() + ".", code="pattern") for e in errors])
@@ -92,7 +92,7 @@ def validate_event_type_patterns(patterns: object) -> None:
 def validate_custom_headers(headers: object) -> None:
     """A small dict of extra request headers that never replace the sender's own."""
     if not isinstance(headers, dict):
-        raise ValidationError("Headers must be an object of header names to string values.", code="invalid")
+        raise ValidationError("Headers must be an object of header names to string values.", code="not_an_object")
     if len(headers) > MAX_HEADERS:
         raise ValidationError(f"At most {MAX_HEADERS} custom headers are allowed.", code="too_many")
     for name, value in headers.items():
@@ -108,3 +108,5 @@ def validate_custom_headers(headers: object) -> None:
             )
         if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
             raise ValidationError(f"Header {name!r} must not contain control characters.", code="header_value")
+        if not value.isascii():
+            raise ValidationError(f"Header {name!r} must be plain ASCII text.", code="header_value")

@@ -11,7 +11,7 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "1")  # the receivers are on loopback
 os.environ.setdefault("DJANGO_DEBUG", "1")
 
-from webhooks_project.settings import *  # noqa: E402, F403
+from webhooks_project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["loggers"]["deliveries"]["level"] = "WARNING"  # noqa: F405

@@ -87,9 +87,7 @@ def test_timestamped_hex_scheme_verifies_with_stripe(celery_worker, receiver):
     [request] = receiver.wait_for(1)
     assert request.headers["X-Webhook-Id"] == event.webhook_id
     for secret in (old_secret, new_secret):
-        verified = stripe.Webhook.construct_event(
-            request.body.decode(), request.headers["X-Webhook-Signature"], secret
-        )
+        verified = stripe.Webhook.construct_event(request.body.decode(), request.headers["X-Webhook-Signature"], secret)
         assert verified["data"]["order"] == 4
 
 
