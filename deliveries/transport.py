@@ -7,22 +7,32 @@
 - No redirects (a 3xx could point inside the network), no proxies or netrc from the
   environment (`trust_env=False`).
 - Deadlines: connect timeout, then a total deadline over headers and body; every socket read
-  waits at most for what is left of the deadline, so a trickling body cannot hold a worker.
+  waits at most for what is left of the deadline, and since a response trickled in a byte at
+  a time never makes a read wait that long, a watchdog shuts the socket down shortly after
+  the deadline (DEADLINE_GRACE): neither trickled headers nor a trickled body hold a worker.
 - The response body is read up to WEBHOOKS_MAX_RESPONSE_BYTES and the rest is dropped.
 """
 
+import heapq
+import itertools
+import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 import urllib3
 from django.conf import settings
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _local = threading.local()
 CHUNK_SIZE = 4096
+# The watchdog acts this long after the deadline, so that a plain read timeout, which fires
+# at the deadline, keeps reporting as one (ReadTimeout) and the watchdog only cuts trickles.
+DEADLINE_GRACE = 0.5
 
 
 class DeadlineExceeded(requests.Timeout):
@@ -50,6 +60,98 @@ class Result:
     duration_ms: int = 0
 
 
+@dataclass(eq=False)
+class _Alarm:
+    deadline: float
+    sock: socket.socket
+    cancelled: bool = False
+    fired: bool = False
+
+
+@dataclass
+class _Watchdog:
+    """One thread that shuts down the socket of every request still running at its deadline.
+
+    Per-read socket timeouts cannot bound a response that trickles in a byte at a time (each
+    read returns in time); shutting the socket down ends the blocked read at once.
+    """
+
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _heap: list[tuple[float, int, _Alarm]] = field(default_factory=list)
+    _order: itertools.count = field(default_factory=itertools.count)
+    _thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, sock: socket.socket) -> _Alarm:
+        alarm = _Alarm(deadline, sock)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="webhooks-deadline", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (deadline, next(self._order), alarm))
+            self._cond.notify()
+        return alarm
+
+    def disarm(self, alarm: _Alarm) -> None:
+        with self._cond:
+            alarm.cancelled = True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, alarm = heapq.heappop(self._heap)
+                if alarm.cancelled:
+                    continue
+                alarm.fired = True
+            try:
+                # socket.socket's own shutdown: on a TLS socket it leaves the SSL object alone.
+                socket.socket.shutdown(alarm.sock, socket.SHUT_RDWR)
+            except (OSError, TypeError):
+                pass
+
+
+_watchdog = _Watchdog()
+
+
+def _watch(sock: socket.socket | None) -> None:
+    """Put `sock` under the deadline of the request this thread is making, once."""
+    watched = getattr(_local, "watched", None)
+    if sock is None or watched is None or any(alarm.sock is sock for alarm in watched):
+        return
+    watched.append(_watchdog.arm(_local.deadline + DEADLINE_GRACE, sock))
+
+
+class _WatchedConnectionMixin:
+    """Connections that put their socket under the current request's deadline when used."""
+
+    sock: socket.socket | None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        _watch(self.sock)
+
+    def request(self, *args, **kwargs) -> None:
+        _watch(self.sock)  # a kept-alive connection (a new one is watched from connect)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
 def _session(allow_private: bool) -> requests.Session:
     key = "private" if allow_private else "public"
     sessions = getattr(_local, "sessions", None)
@@ -65,6 +167,11 @@ def _session(allow_private: bool) -> requests.Session:
         )
         session = sessions[key] = HTTPSession(config)
         session.trust_env = False
+        for adapter in session.adapters.values():
+            adapter.poolmanager.pool_classes_by_scheme = {
+                "http": _WatchedHTTPConnectionPool,
+                "https": _WatchedHTTPSConnectionPool,
+            }
     return session
 
 
@@ -105,6 +212,8 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
     deadline = started + timeout
     session = _session(settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS)
     result = Result()
+    watched: list[_Alarm] = []
+    _local.deadline, _local.watched = deadline, watched
     try:
         response = session.post(
             url, data=body, headers=headers, timeout=(connect_timeout, timeout), allow_redirects=False, stream=True
@@ -112,6 +221,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
         try:
             content, truncated = _read_capped(response, deadline, cap)
         finally:
+            _stop_watching(watched)  # before the connection goes back to the pool
             response.close()
         result.response = Response(response.status_code, dict(response.headers), content, truncated)
     except InvalidIPAddress as exc:
@@ -122,8 +232,21 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
         # Reading the streamed body raises urllib3's own errors (and bare socket errors),
         # not requests' wrappers.
         result.error = TransportError(type(exc).__name__, _describe(exc, timeout))
+    finally:
+        _stop_watching(watched)
+    if any(alarm.fired for alarm in watched):
+        # The watchdog cut the response off: whatever was parsed of it may be incomplete.
+        result.response = None
+        result.error = TransportError(DeadlineExceeded.__name__, _describe(DeadlineExceeded(), timeout))
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def _stop_watching(watched: list[_Alarm]) -> None:
+    """Take this request's sockets off the watchdog (after this, no alarm of theirs fires)."""
+    _local.watched = None
+    for alarm in watched:
+        _watchdog.disarm(alarm)
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

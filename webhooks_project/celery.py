@@ -7,13 +7,14 @@ delivery X now". So a lost message costs a sweep interval, never an event.
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
 
 FANOUT_QUEUE = "webhooks.fanout"
 DELIVERY_QUEUE = "webhooks.deliveries"
 MAINTENANCE_QUEUE = "webhooks.maintenance"
+QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE, MAINTENANCE_QUEUE)
 
 app = Celery("webhooks_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -30,7 +31,9 @@ app.conf.update(
     result_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
-    task_queues=(Queue(FANOUT_QUEUE), Queue(DELIVERY_QUEUE), Queue(MAINTENANCE_QUEUE)),
+    # One direct exchange and routing key per queue: with a shared exchange and key, a broker
+    # that honours bindings (RabbitMQ) would copy every message into all three queues.
+    task_queues=tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES),
     task_default_queue=DELIVERY_QUEUE,
     task_routes={
         "deliveries.fan_out": {"queue": FANOUT_QUEUE},

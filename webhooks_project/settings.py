@@ -132,8 +132,18 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "deliveries": {"handlers": ["console"], "level": os.environ.get("WEBHOOKS_LOG_LEVEL", "INFO")},
-        "endpoints": {"handlers": ["console"], "level": os.environ.get("WEBHOOKS_LOG_LEVEL", "INFO")},
+        # propagate off: Celery's worker also logs through the root logger, which would repeat
+        # every line.
+        "deliveries": {
+            "handlers": ["console"],
+            "level": os.environ.get("WEBHOOKS_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
+        "endpoints": {
+            "handlers": ["console"],
+            "level": os.environ.get("WEBHOOKS_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
     },
 }
 
@@ -151,6 +161,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # The filesystem transport polls; once a second (the default) caps the demo near 8
+        # messages a second.
+        "polling_interval": 0.1,
     }
 else:
     # Redis redelivers a message left unacknowledged longer than this. Only short countdowns
