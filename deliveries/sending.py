@@ -20,7 +20,15 @@ from .signing import signature_headers
 logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
-SIGNATURE_HEADERS = frozenset({"webhook-signature", "x-webhook-signature"})
+# Attempt records keep request headers for operators, but never credentials or signatures.
+SENSITIVE_HEADER_WORDS = ("signature", "auth", "token", "secret", "key", "cookie", "password", "session")
+
+
+def redact_headers(headers) -> dict[str, str]:
+    return {
+        name: REDACTED if any(word in name.lower() for word in SENSITIVE_HEADER_WORDS) else value
+        for name, value in headers.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,6 @@ def record_attempt(
         Verdict.RETRY: DeliveryStatus.PENDING,
     }.get(verdict, DeliveryStatus.FAILED)
 
-    recorded_headers = {k: (REDACTED if k.lower() in SIGNATURE_HEADERS else v) for k, v in headers.items()}
     with transaction.atomic():
         DeliveryAttempt.objects.create(
             delivery=delivery,
@@ -154,7 +161,7 @@ def record_attempt(
             trigger=trigger,
             started_at=started_at,
             duration_ms=result.duration_ms,
-            request_headers=recorded_headers,
+            request_headers=redact_headers(headers),
             response_status=response.status if response else None,
             response_headers={_clean_text(k): _clean_text(v) for k, v in response.headers.items()} if response else {},
             response_body=_clean_text(response.body.decode("utf-8", "replace")) if response else "",

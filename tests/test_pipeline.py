@@ -10,7 +10,7 @@ import svix.webhooks
 from django.db import transaction
 
 from deliveries import publish
-from deliveries.models import Delivery, DeliveryStatus, Event
+from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from endpoints.models import Endpoint, SignatureScheme
 from tests.conftest import wait_until
 
@@ -101,6 +101,11 @@ def test_custom_headers_are_sent_and_cannot_replace_ours(celery_worker, receiver
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert headers["authorization"] == "Bearer t0k"
     standardwebhooks.Webhook(endpoint.secret).verify(request.body, headers)
+    # The attempt record keeps the headers for operators, without credentials or signatures.
+    wait_until(DeliveryAttempt.objects.exists)
+    recorded = {k.lower(): v for k, v in DeliveryAttempt.objects.get().request_headers.items()}
+    assert recorded["authorization"] == recorded["webhook-signature"] == "[redacted]"
+    assert recorded["webhook-id"] == headers["webhook-id"]
 
 
 def test_rolled_back_transaction_sends_nothing(celery_worker, receiver):
