@@ -90,6 +90,14 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+MAX_RECORDED_HEADER_VALUE = 1000
+
+
+def _capped_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Response headers as stored: at most 100 (http.client's own limit), each value capped."""
+    return {_clean_text(k)[:200]: _clean_text(v)[:MAX_RECORDED_HEADER_VALUE] for k, v in list(headers.items())[:100]}
+
+
 def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> SendOutcome | None:
     """Make one attempt at a delivery if it is due and nobody else is sending it.
 
@@ -163,7 +171,7 @@ def record_attempt(
             duration_ms=result.duration_ms,
             request_headers=redact_headers(headers),
             response_status=response.status if response else None,
-            response_headers={_clean_text(k): _clean_text(v) for k, v in response.headers.items()} if response else {},
+            response_headers=_capped_headers(response.headers) if response else {},
             response_body=_clean_text(response.body.decode("utf-8", "replace")) if response else "",
             error_class=result.error.error_class if result.error else "",
             error_message=_clean_text(result.error.message) if result.error else "",

@@ -134,3 +134,16 @@ def test_duplicate_idempotency_key_sends_once(celery_worker, receiver):
     wait_until(all_succeeded(first, 1))
     assert sorted(json.loads(r.body)["data"]["order"] for r in receiver.received()) == [6, 7]
     assert Delivery.objects.count() == 2
+
+
+def test_response_body_and_headers_are_stored_capped(celery_worker, receiver):
+    # Given a receiver answering with a 100 kB body and a 5 kB header
+    receiver.script("/hook", [(200, {"X-Big": "h" * 5000}, b"b" * 100_000)])
+    Endpoint.objects.create(url=receiver.url("/hook"))
+
+    event = publish("order.paid", {"order": 8})
+
+    wait_until(all_succeeded(event, 1))
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.response_body == "b" * 20 * 1024
+    assert attempt.response_headers["X-Big"] == "h" * 1000
