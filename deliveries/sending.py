@@ -44,7 +44,7 @@ class SendOutcome:
 
 def lease_seconds() -> float:
     """How long a claim lasts: longer than any send can take, so it only lapses if the worker died."""
-    return settings.WEBHOOKS_CONNECT_TIMEOUT + settings.WEBHOOKS_REQUEST_TIMEOUT + 60
+    return settings.WEBHOOKS_CONNECT_TIMEOUT + settings.WEBHOOKS_REQUEST_TIMEOUT + settings.WEBHOOKS_CLAIM_MARGIN
 
 
 def render_body(event: Event) -> bytes:
