@@ -39,6 +39,8 @@ app.conf.update(
         "deliveries.fan_out": {"queue": FANOUT_QUEUE},
         "deliveries.send": {"queue": DELIVERY_QUEUE},
         "deliveries.sweep_due": {"queue": MAINTENANCE_QUEUE},
+        "deliveries.health_check": {"queue": MAINTENANCE_QUEUE},
+        "deliveries.retention": {"queue": MAINTENANCE_QUEUE},
     },
     broker_connection_retry_on_startup=True,
     # Publishing must not hang a web request when the broker is down: fail fast, the event row

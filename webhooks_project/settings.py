@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -194,6 +195,27 @@ WEBHOOKS_REQUEUE_AFTER = env_float("WEBHOOKS_REQUEUE_AFTER", 120.0)
 WEBHOOKS_CLAIM_MARGIN = env_float("WEBHOOKS_CLAIM_MARGIN", 60.0)
 WEBHOOKS_USER_AGENT = os.environ.get("WEBHOOKS_USER_AGENT", "django-webhook-sender/0.1")
 
+# Health: success rate per endpoint over sliding windows, circuit breaker, auto-disable.
+WEBHOOKS_HEALTH_WINDOWS = os.environ.get("WEBHOOKS_HEALTH_WINDOWS", "900,86400")
+WEBHOOKS_HEALTH_THRESHOLD = env_float("WEBHOOKS_HEALTH_THRESHOLD", 0.95)
+WEBHOOKS_HEALTH_MIN_ATTEMPTS = env_int("WEBHOOKS_HEALTH_MIN_ATTEMPTS", 10)
+WEBHOOKS_HEALTH_INTERVAL = env_float("WEBHOOKS_HEALTH_INTERVAL", 60.0)
+WEBHOOKS_HEALTH_MAIL_ADMINS = env_bool("WEBHOOKS_HEALTH_MAIL_ADMINS", True)
+WEBHOOKS_BREAKER_THRESHOLD = env_int("WEBHOOKS_BREAKER_THRESHOLD", 5)
+WEBHOOKS_BREAKER_COOLDOWN = env_float("WEBHOOKS_BREAKER_COOLDOWN", 60.0)
+WEBHOOKS_AUTO_DISABLE_AFTER = env_float("WEBHOOKS_AUTO_DISABLE_AFTER", 5 * 86400)
+
+# Retention: a daily purge of old deliveries and attempts.
+WEBHOOKS_RETENTION_SUCCEEDED_DAYS = env_float("WEBHOOKS_RETENTION_SUCCEEDED_DAYS", 30)
+WEBHOOKS_RETENTION_FAILED_DAYS = env_float("WEBHOOKS_RETENTION_FAILED_DAYS", 90)
+WEBHOOKS_RETENTION_BATCH_SIZE = env_int("WEBHOOKS_RETENTION_BATCH_SIZE", 1000)
+
+# Metrics: each worker process serves Prometheus metrics on this port when set (web: /metrics).
+WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)
+
+ADMINS = [tuple(a.split(":", 1)) for a in os.environ.get("DJANGO_ADMINS", "").split(",") if ":" in a]
+EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+
 if WEBHOOKS_REQUEST_TIMEOUT <= 0 or WEBHOOKS_CONNECT_TIMEOUT <= 0:
     raise ImproperlyConfigured("WEBHOOKS_REQUEST_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be positive.")
 if not 0 <= WEBHOOKS_RETRY_JITTER < 1:
@@ -212,5 +234,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "deliveries.sweep_due",
         "schedule": WEBHOOKS_SWEEP_INTERVAL,
         "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_SWEEP_INTERVAL},
+    },
+    "webhooks-health": {
+        "task": "deliveries.health_check",
+        "schedule": WEBHOOKS_HEALTH_INTERVAL,
+        "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_HEALTH_INTERVAL},
+    },
+    "webhooks-retention": {
+        "task": "deliveries.retention",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"queue": "webhooks.maintenance", "expires": 3600},
     },
 }
