@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from .health import health_windows
 from .retry_policy import parse_schedule
 
 
@@ -15,6 +16,20 @@ def check_webhook_settings(app_configs, **kwargs):
             parse_schedule(settings.WEBHOOKS_RETRY_SCHEDULE)
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), id="webhooks.E001"))
+    try:
+        health_windows()
+    except ImproperlyConfigured as exc:
+        errors.append(Error(str(exc), id="webhooks.E003"))
+    if not 0 < settings.WEBHOOKS_HEALTH_THRESHOLD <= 1:
+        errors.append(Error("WEBHOOKS_HEALTH_THRESHOLD must be a fraction in (0, 1], e.g. 0.95.", id="webhooks.E004"))
+    if settings.WEBHOOKS_RETENTION_BATCH_SIZE < 1 or settings.WEBHOOKS_SWEEP_BATCH_SIZE < 1:
+        errors.append(
+            Error("WEBHOOKS_RETENTION_BATCH_SIZE and WEBHOOKS_SWEEP_BATCH_SIZE must be at least 1.", id="webhooks.E006")
+        )
+    if settings.WEBHOOKS_RETENTION_SUCCEEDED_DAYS <= 0 or settings.WEBHOOKS_RETENTION_FAILED_DAYS <= 0:
+        errors.append(Error("WEBHOOKS_RETENTION_*_DAYS must be positive.", id="webhooks.E007"))
+    if settings.WEBHOOKS_BREAKER_THRESHOLD < 1:
+        errors.append(Error("WEBHOOKS_BREAKER_THRESHOLD must be at least 1.", id="webhooks.E005"))
     if settings.WEBHOOKS_REQUEUE_AFTER <= settings.WEBHOOKS_SWEEP_INTERVAL:
         errors.append(
             Error(

@@ -114,3 +114,29 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}"
+
+
+class EndpointHealth(models.Model):
+    """The last verdict of the health check for one endpoint and one sliding window.
+
+    Alerts fire on a change of verdict only, so an endpoint is reported unhealthy at most once
+    per window until it has recovered (and then reported recovered once).
+    """
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="health")
+    window_seconds = models.PositiveIntegerField()
+    unhealthy = models.BooleanField(default=False)
+    success_rate = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    changed_at = models.DateTimeField()
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "endpoint health"
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "window_seconds"], name="health_unique_endpoint_window")
+        ]
+
+    def __str__(self) -> str:
+        state = "unhealthy" if self.unhealthy else "healthy"
+        return f"endpoint {self.endpoint_id} {state} over {self.window_seconds} s"

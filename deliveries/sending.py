@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
-from . import transport
+from . import breaker, transport
 from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
 from .retry_policy import RetryPolicy, Verdict, parse_retry_after
 from .signing import signature_headers
@@ -98,6 +98,15 @@ def _capped_headers(headers: dict[str, str]) -> dict[str, str]:
     return {_clean_text(k)[:200]: _clean_text(v)[:MAX_RECORDED_HEADER_VALUE] for k, v in list(headers.items())[:100]}
 
 
+def park(delivery_id: int, lease: datetime, reason: str) -> None:
+    """Keep a delivery pending without a due time, spending no attempt: it waits for its
+    endpoint to be enabled again or for the circuit breaker to release it."""
+    Delivery.objects.filter(pk=delivery_id, locked_until=lease).update(
+        next_attempt_at=None, locked_until=None, queued_until=None, updated_at=timezone.now()
+    )
+    logger.info("delivery %s parked: %s", delivery_id, reason)
+
+
 def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> SendOutcome | None:
     """Make one attempt at a delivery if it is due and nobody else is sending it.
 
@@ -110,10 +119,10 @@ def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> 
     endpoint = delivery.endpoint
     if not endpoint.is_active:
         # Kept, not failed: enabling the endpoint makes it due again (see receivers.py).
-        Delivery.objects.filter(pk=delivery_id, locked_until=lease).update(
-            next_attempt_at=None, locked_until=None, queued_until=None, updated_at=timezone.now()
-        )
-        logger.info("delivery %s parked: endpoint %s is disabled", delivery_id, endpoint.pk)
+        park(delivery_id, lease, f"endpoint {endpoint.pk} is disabled")
+        return None
+    if not breaker.may_send(endpoint, timezone.now()):
+        park(delivery_id, lease, f"endpoint {endpoint.pk} is paused by its circuit breaker")
         return None
 
     body = render_body(delivery.event)
@@ -191,6 +200,10 @@ def record_attempt(
             logger.warning(
                 "delivery %s: lease lapsed during attempt %s; state left to the new holder", delivery.pk, number
             )
+        if verdict == Verdict.SUCCEEDED:
+            breaker.record_success(delivery.endpoint, now)
+        else:
+            breaker.record_failure(delivery.endpoint, now)
         if verdict == Verdict.GONE:
             delivery.endpoint.disable(f"410 Gone on delivery {delivery.pk} at {now:%Y-%m-%d %H:%M:%S}Z")
 

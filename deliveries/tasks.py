@@ -11,7 +11,10 @@ from datetime import datetime
 from celery import shared_task
 from django.conf import settings
 
+from .breaker import release_after_pauses
 from .fanout import fan_out
+from .health import check_health
+from .retention import retention_task  # noqa: F401  (registers deliveries.retention)
 from .sending import send_delivery
 from .sweeper import events_never_fanned_out, take_due_deliveries
 
@@ -66,12 +69,22 @@ def sweep_due_task() -> dict[str, int]:
             fan_out_task.apply_async((event_id,))
     except Exception:
         logger.exception("sweep: could not enqueue fan-out; the next sweep retries")
+    released = release_after_pauses()
     queued = 0
     for _ in range(20):  # at most 20 batches a run; the next run goes on
         ids = take_due_deliveries(batch_size)
         queued += enqueue_sends(ids)
         if len(ids) < batch_size:
             break
-    if queued or events:
-        logger.info("sweep: enqueued %s due deliveries, %s events to fan out", queued, len(events))
-    return {"deliveries": queued, "events": len(events)}
+    if queued or events or released:
+        logger.info(
+            "sweep: enqueued %s due deliveries, %s events to fan out; released %s parked", queued, len(events), released
+        )
+    return {"deliveries": queued, "events": len(events), "released": released}
+
+
+@shared_task(name="deliveries.health_check", ignore_result=True)
+def health_check_task() -> dict[str, int]:
+    """Alert on endpoints whose success rate changed side of the threshold; auto-disable."""
+    report = check_health()
+    return {"unhealthy": len(report.unhealthy), "recovered": len(report.recovered), "disabled": len(report.disabled)}

@@ -68,11 +68,23 @@ class Endpoint(models.Model):
     headers = models.JSONField(
         default=dict, blank=True, validators=[validate_custom_headers], help_text="Extra request headers."
     )
+    # Circuit breaker and health, maintained by the deliveries app (see deliveries/breaker.py).
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    paused_until = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Circuit breaker open: no sends until then, then one probe."
+    )
+    failing_since = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="First failure since the last success."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "is_active"], name="endpoint_tenant_active")]
+        indexes = [
+            models.Index(fields=["tenant", "is_active"], name="endpoint_tenant_active"),
+            models.Index(fields=["paused_until"], condition=Q(paused_until__isnull=False), name="endpoint_paused"),
+            models.Index(fields=["failing_since"], condition=Q(failing_since__isnull=False), name="endpoint_failing"),
+        ]
 
     def __init__(self, *args, **kwargs):
         initial_secret = kwargs.pop("secret", None)
@@ -131,10 +143,15 @@ class Endpoint(models.Model):
         transaction.on_commit(lambda: signals.endpoint_disabled.send(sender=Endpoint, endpoint=self, reason=reason))
 
     def enable(self) -> None:
-        """Resume sending; deliveries kept while disabled become due again."""
+        """Resume sending with a closed circuit breaker; deliveries kept while disabled become due."""
         now = timezone.now()
-        Endpoint.objects.filter(pk=self.pk).update(is_active=True, disabled_reason="", disabled_at=None, updated_at=now)
+        reset = {"consecutive_failures": 0, "paused_until": None, "failing_since": None}
+        Endpoint.objects.filter(pk=self.pk).update(
+            is_active=True, disabled_reason="", disabled_at=None, updated_at=now, **reset
+        )
         self.is_active, self.disabled_reason, self.disabled_at = True, "", None
+        for field, value in reset.items():
+            setattr(self, field, value)
         signals.endpoint_enabled.send(sender=Endpoint, endpoint=self)
 
 

@@ -351,7 +351,7 @@ def test_long_wait_is_left_to_the_sweep_and_not_sent_early(celery_worker, receiv
     wait_until(broker_idle, timeout=5)
     # and a sweep before it is due enqueues nothing
     assert timezone.now() < delivery.next_attempt_at
-    assert sweep_due_task() == {"deliveries": 0, "events": 0}
+    assert sweep_due_task() == {"deliveries": 0, "events": 0, "released": 0}
     assert timezone.now() < delivery.next_attempt_at
 
     # When it is due, nothing sends it by itself...
@@ -360,7 +360,7 @@ def test_long_wait_is_left_to_the_sweep_and_not_sent_early(celery_worker, receiv
     assert Delivery.objects.get(pk=delivery.pk).attempt_count == 1
 
     # ...until the sweep enqueues it, and then it succeeds
-    assert sweep_due_task() == {"deliveries": 1, "events": 0}
+    assert sweep_due_task() == {"deliveries": 1, "events": 0, "released": 0}
     delivery = wait_until(finished(event), timeout=10)
     assert delivery.status == DeliveryStatus.SUCCEEDED
     assert delivery.attempt_count == 2
