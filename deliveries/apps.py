@@ -7,3 +7,6 @@ class DeliveriesConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers  # noqa: F401  (registers system checks and signal receivers)
+        from .metrics import connect_worker_signals
+
+        connect_worker_signals()

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from endpoints.event_types import event_type_error
 
+from .metrics import observe_published
 from .models import Event
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: s
 def _enqueue_fan_out(event: Event) -> None:
     from .tasks import fan_out_task
 
+    observe_published()
     try:
         fan_out_task.apply_async((str(event.id),))
     except Exception:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
 from . import breaker, transport
+from .metrics import observe_attempt
 from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
 from .retry_policy import RetryPolicy, Verdict, parse_retry_after
 from .signing import signature_headers
@@ -207,6 +208,13 @@ def record_attempt(
         if verdict == Verdict.GONE:
             delivery.endpoint.disable(f"410 Gone on delivery {delivery.pk} at {now:%Y-%m-%d %H:%M:%S}Z")
 
+    # Lateness means nothing for an operator's retry or a replay.
+    lag = (
+        (started_at - delivery.next_attempt_at).total_seconds()
+        if trigger == AttemptTrigger.AUTOMATIC and delivery.next_attempt_at
+        else None
+    )
+    observe_attempt(verdict, result.duration_ms / 1000, lag)
     logger.info(
         "webhook attempt event=%s delivery=%s endpoint=%s attempt=%s outcome=%s status=%s duration_ms=%s error=%s",
         delivery.event.webhook_id,
