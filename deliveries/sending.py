@@ -5,6 +5,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -12,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
-from . import breaker, transport
+from . import breaker, signals, transport
 from .metrics import observe_attempt
 from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
 from .retry_policy import RetryPolicy, Verdict, parse_retry_after
@@ -133,6 +134,23 @@ def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> 
     return record_attempt(delivery, lease, trigger, started_at, headers, result)
 
 
+def _announce(delivery: Delivery, attempt: DeliveryAttempt, status: str, reason: str) -> None:
+    """Send the outcome signal once the attempt's transaction has committed."""
+    if status == DeliveryStatus.SUCCEEDED:
+        send = partial(signals.delivery_succeeded.send, sender=Delivery, delivery=delivery, attempt=attempt)
+    elif status == DeliveryStatus.FAILED:
+        send = partial(signals.delivery_failed.send, sender=Delivery, delivery=delivery, attempt=attempt, reason=reason)
+    else:
+        send = partial(
+            signals.delivery_retrying.send,
+            sender=Delivery,
+            delivery=delivery,
+            attempt=attempt,
+            next_attempt_at=delivery.next_attempt_at,
+        )
+    transaction.on_commit(send)
+
+
 def record_attempt(
     delivery: Delivery,
     lease: datetime,
@@ -173,7 +191,7 @@ def record_attempt(
     }.get(verdict, DeliveryStatus.FAILED)
 
     with transaction.atomic():
-        DeliveryAttempt.objects.create(
+        attempt = DeliveryAttempt.objects.create(
             delivery=delivery,
             number=number,
             trigger=trigger,
@@ -197,7 +215,12 @@ def record_attempt(
             last_error=_clean_text(last_error)[:1000],
             updated_at=now,
         )
-        if not updated:
+        if updated:
+            delivery.status, delivery.attempt_count, delivery.next_attempt_at = status, number, next_attempt_at
+            delivery.last_status_code = response.status if response else None
+            delivery.last_error, delivery.locked_until, delivery.queued_until = last_error, None, queued_until
+            _announce(delivery, attempt, status, last_error)
+        else:
             logger.warning(
                 "delivery %s: lease lapsed during attempt %s; state left to the new holder", delivery.pk, number
             )
