@@ -6,7 +6,8 @@ class DeliveriesConfig(AppConfig):
     verbose_name = "Webhook deliveries"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401  (registers system checks and signal receivers)
+        from . import checks, hooks, receivers  # noqa: F401  (registers system checks and signal receivers)
         from .metrics import connect_worker_signals
 
         connect_worker_signals()
+        hooks.connect_configured_hooks()

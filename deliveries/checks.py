@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from . import catalog, hooks  # noqa: F401  (their system checks register on import)
 from .health import health_windows
 from .retry_policy import parse_schedule
 

@@ -1,15 +1,19 @@
-"""`publish()`: how host code hands an event to the webhook pipeline."""
+"""`publish()` and `publish_many()`: how host code hands events to the webhook pipeline."""
 
 import json
 import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from endpoints.event_types import event_type_error
 
+from .catalog import catalog_error
 from .metrics import observe_published
 from .models import Event
 
@@ -17,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 MAX_TENANT_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+# Rows per INSERT in publish_many: 500 events of a few kB make a statement of a few MB, and
+# 3,500 parameters, far below PostgreSQL's limit of 65,535.
+BULK_BATCH_SIZE = 500
 
 
 class PublishError(ValueError):
@@ -48,6 +55,19 @@ def serialize_payload(data: Any) -> str:
     if size > limit:
         raise PublishError(f"payload is {size} bytes serialized; the limit is {limit} bytes")
     return text
+
+
+def validated_payload(event_type: str, data: Any) -> dict:
+    """The payload as it will be stored and sent (plain JSON values), or PublishError.
+
+    Checks that it serializes (`serialize_payload`) and, when WEBHOOKS_EVENT_TYPES lists
+    anything, that the type is listed and the payload matches its schema.
+    """
+    payload = json.loads(serialize_payload(data))
+    error = catalog_error(event_type, payload)
+    if error:
+        raise PublishError(error)
+    return payload
 
 
 def _validate(event_type: str, tenant: str, idempotency_key: str | None) -> None:
@@ -84,10 +104,12 @@ def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: s
     fan-out is enqueued only when it commits, so a rolled-back transaction sends nothing.
     Publishing again with the same `idempotency_key` (per tenant) returns the first event and
     sends nothing new; reusing a key for a different type or payload raises
-    IdempotencyConflict. Invalid input raises PublishError (a ValueError) and writes nothing.
+    IdempotencyConflict. Invalid input raises PublishError (a ValueError) and writes nothing;
+    so does a type missing from WEBHOOKS_EVENT_TYPES, or a payload its schema rejects, when
+    that catalog is configured.
     """
     _validate(event_type, tenant, idempotency_key)
-    payload = json.loads(serialize_payload(data))
+    payload = validated_payload(event_type, data)
     if idempotency_key is not None:
         existing = _existing(event_type, payload, tenant, idempotency_key)
         if existing is not None:
@@ -103,16 +125,139 @@ def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: s
         if existing is None:
             raise
         return existing
-    transaction.on_commit(lambda: _enqueue_fan_out(event))
+    transaction.on_commit(lambda: _enqueue_fan_outs([str(event.id)]))
     return event
 
 
-def _enqueue_fan_out(event: Event) -> None:
+EVENT_KEYS = frozenset({"type", "data", "tenant", "idempotency_key"})
+
+
+@dataclass
+class _Item:
+    type: str
+    payload: dict
+    tenant: str
+    idempotency_key: str | None
+
+
+def publish_many(events: Iterable[tuple[str, dict] | Mapping[str, Any]], *, tenant: str = "") -> list[Event]:
+    """Record many events at once and send each to the subscribed endpoints after commit.
+
+    Each item is a `(type, data)` tuple or a dict `{"type", "data"}` with the optional keys
+    `tenant` (default: the `tenant` argument) and `idempotency_key`. Everything is validated
+    first, as `publish()` validates one event: any invalid item raises PublishError naming its
+    index (`events[3]: ...`) and nothing is written. The rows are then written with bulk
+    INSERTs in the caller's transaction, and ONE on-commit callback enqueues the fan-out of
+    all of them over one broker connection; a rolled-back transaction sends nothing. Returns
+    the events in input order.
+
+    Idempotency keys behave as in `publish()`, item by item: a key already used for the same
+    type and payload returns that existing event (sent once, not again) while the other items
+    are created; a key already used for a different event raises IdempotencyConflict naming
+    the item, and nothing is written. An item repeating a key earlier in the same call returns
+    the same Event.
+
+    Django sends no `post_save` for `bulk_create()` nor for a queryset's `update()`, so model
+    hooks cannot see those writes: call `publish_many()` next to them.
+    """
+    items = []
+    for index, spec in enumerate(events):
+        try:
+            items.append(_item(spec, tenant))
+        except PublishError as exc:
+            raise type(exc)(f"events[{index}]: {exc}") from None
+    if not items:
+        return []
+    keyed = any(item.idempotency_key is not None for item in items)
+    for attempt in range(3):
+        results, new = _plan(items, _existing_by_key(items) if keyed else {})
+        try:
+            with transaction.atomic():
+                Event.objects.bulk_create(new, batch_size=BULK_BATCH_SIZE)
+            break
+        except IntegrityError:
+            # A concurrent publish committed one of these keys first: look the keys up again.
+            if not keyed or attempt == 2:
+                raise
+    if new:
+        event_ids = [str(event.id) for event in new]
+        transaction.on_commit(lambda: _enqueue_fan_outs(event_ids))
+    return results
+
+
+def _item(spec: object, tenant: str) -> _Item:
+    """One item of publish_many, validated, or PublishError."""
+    idempotency_key = None
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - EVENT_KEYS
+        if unknown or "type" not in spec or "data" not in spec:
+            raise PublishError(
+                "an event given as a dict needs the keys 'type' and 'data' (optional: 'tenant', "
+                f"'idempotency_key'); got {sorted(map(str, spec))}"
+            )
+        event_type, data = spec["type"], spec["data"]
+        tenant = spec.get("tenant", tenant)
+        idempotency_key = spec.get("idempotency_key")
+    elif isinstance(spec, tuple) and len(spec) == 2:
+        event_type, data = spec
+    else:
+        raise PublishError(f"an event is a (type, data) tuple or a dict, not {type(spec).__name__}")
+    _validate(event_type, tenant, idempotency_key)
+    return _Item(event_type, validated_payload(event_type, data), tenant, idempotency_key)
+
+
+def _existing_by_key(items: list[_Item]) -> dict[tuple[str, str], Event]:
+    """Events already holding the items' idempotency keys, by (tenant, key): one query."""
+    keys_by_tenant: dict[str, set[str]] = {}
+    for item in items:
+        if item.idempotency_key is not None:
+            keys_by_tenant.setdefault(item.tenant, set()).add(item.idempotency_key)
+    query = Q()
+    for item_tenant, keys in keys_by_tenant.items():
+        query |= Q(tenant=item_tenant, idempotency_key__in=keys)
+    return {(event.tenant, event.idempotency_key): event for event in Event.objects.filter(query)}
+
+
+def _plan(items: list[_Item], existing: dict[tuple[str, str], Event]) -> tuple[list[Event], list[Event]]:
+    """The event for each item (existing or new, in input order) and the new ones to insert."""
+    results: list[Event] = []
+    new: list[Event] = []
+    by_key = dict(existing)
+    for index, item in enumerate(items):
+        key = (item.tenant, item.idempotency_key)
+        event = by_key.get(key) if item.idempotency_key is not None else None
+        if event is not None:
+            if event.type != item.type or event.payload != item.payload:
+                raise IdempotencyConflict(
+                    f"events[{index}]: idempotency key {item.idempotency_key!r} was already used for a "
+                    f"different event ({event.type} {event.webhook_id}); use a new key for a new event"
+                )
+        else:
+            event = Event(
+                type=item.type, payload=item.payload, tenant=item.tenant, idempotency_key=item.idempotency_key
+            )
+            new.append(event)
+            if item.idempotency_key is not None:
+                by_key[key] = event
+        results.append(event)
+    return results, new
+
+
+def _enqueue_fan_outs(event_ids: list[str]) -> None:
+    """Enqueue the fan-out of committed events over one broker connection."""
     from .tasks import fan_out_task
 
-    observe_published()
+    observe_published(len(event_ids))
+    sent = 0
     try:
-        fan_out_task.apply_async((str(event.id),))
+        with fan_out_task.app.producer_or_acquire() as producer:
+            for event_id in event_ids:
+                fan_out_task.apply_async((event_id,), producer=producer)
+                sent += 1
     except Exception:
-        # The event is committed; the sweep fans out events that were never fanned out.
-        logger.exception("could not enqueue fan-out of event %s; the sweep will pick it up", event.webhook_id)
+        # The events are committed; the sweep fans out events that were never fanned out.
+        logger.exception(
+            "could not enqueue fan-out of %s of %s events; the sweep will pick them up",
+            len(event_ids) - sent,
+            len(event_ids),
+        )

@@ -162,6 +162,7 @@ def record_attempt(
     """Write the attempt and the delivery's new state in one transaction."""
     policy = RetryPolicy.from_settings()
     number = delivery.attempt_count + 1
+    due_at = delivery.next_attempt_at
     response = result.response
     now = timezone.now()
     retry_after = None
@@ -232,11 +233,7 @@ def record_attempt(
             delivery.endpoint.disable(f"410 Gone on delivery {delivery.pk} at {now:%Y-%m-%d %H:%M:%S}Z")
 
     # Lateness means nothing for an operator's retry or a replay.
-    lag = (
-        (started_at - delivery.next_attempt_at).total_seconds()
-        if trigger == AttemptTrigger.AUTOMATIC and delivery.next_attempt_at
-        else None
-    )
+    lag = (started_at - due_at).total_seconds() if trigger == AttemptTrigger.AUTOMATIC and due_at else None
     observe_attempt(verdict, result.duration_ms / 1000, lag)
     logger.info(
         "webhook attempt event=%s delivery=%s endpoint=%s attempt=%s outcome=%s status=%s duration_ms=%s error=%s",

@@ -15,3 +15,13 @@ from webhooks_project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["loggers"]["deliveries"]["level"] = "WARNING"  # noqa: F405
+
+# A host app with models wired to webhooks (tests/hostapp, tests/test_hooks.py).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.hostapp"]  # noqa: F405
+WEBHOOKS_MODEL_HOOKS = {
+    "hostapp.Order": {
+        "events": {"created": "order.created", "updated": "order.updated", "deleted": "order.deleted"},
+        "filter": "tests.hostapp.webhooks.is_not_draft",
+        "tenant": "tenant",
+    },
+}

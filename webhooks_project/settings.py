@@ -170,7 +170,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # Redis redelivers a message left unacknowledged longer than this. Only short countdowns
     # (WEBHOOKS_MAX_COUNTDOWN) ever sit in the broker, see deliveries/retry_policy.py.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+    #
+    # Socket timeouts: without them kombu's Redis client waits forever on a broker that hangs
+    # (measured: publish() blocked > 40 s on a stopped Redis), and broker_connection_timeout does
+    # not apply to Redis. socket_timeout stays above kombu's own 1 s polling read.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+    }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = "UTC"
@@ -209,6 +217,10 @@ WEBHOOKS_AUTO_DISABLE_AFTER = env_float("WEBHOOKS_AUTO_DISABLE_AFTER", 5 * 86400
 WEBHOOKS_RETENTION_SUCCEEDED_DAYS = env_float("WEBHOOKS_RETENTION_SUCCEEDED_DAYS", 30)
 WEBHOOKS_RETENTION_FAILED_DAYS = env_float("WEBHOOKS_RETENTION_FAILED_DAYS", 90)
 WEBHOOKS_RETENTION_BATCH_SIZE = env_int("WEBHOOKS_RETENTION_BATCH_SIZE", 1000)
+
+# Model hooks and the event type catalog: Python dicts set here (not environment variables).
+WEBHOOKS_MODEL_HOOKS: dict = {}  # "app_label.Model" -> hook (README "Model hooks")
+WEBHOOKS_EVENT_TYPES: dict = {}  # event type -> {"description", "schema"}; empty accepts every type
 
 # Metrics: each worker process serves Prometheus metrics on this port when set (web: /metrics).
 WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)
