@@ -73,6 +73,10 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name_plural = "deliveries"
+        permissions = [
+            ("retry_delivery", "Can retry deliveries"),
+            ("replay_delivery", "Can replay deliveries of an endpoint since a time"),
+        ]
         constraints = [models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_unique_event_endpoint")]
         indexes = [
             # The sweep: due pending deliveries, oldest first.

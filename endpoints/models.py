@@ -80,6 +80,12 @@ class Endpoint(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # Operator actions beyond add/change/delete/view; a read-only operator gets only "view".
+        permissions = [
+            ("rotate_secret", "Can rotate endpoint signing secrets"),
+            ("enable_disable_endpoint", "Can enable and disable endpoints"),
+            ("send_test_event", "Can send test events to endpoints"),
+        ]
         indexes = [
             models.Index(fields=["tenant", "is_active"], name="endpoint_tenant_active"),
             models.Index(fields=["paused_until"], condition=Q(paused_until__isnull=False), name="endpoint_paused"),
