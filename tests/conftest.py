@@ -68,13 +68,16 @@ def celery_worker(transactional_db) -> Iterator[object]:
     flush_broker()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05) -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 15.0, what: str | None = None, interval: float = 0.05
+) -> object:
+    """Poll `predicate` until it returns something truthy (and return it); fail after `timeout`
+    seconds with an AssertionError naming `what` (default: the predicate)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {getattr(predicate, '__name__', predicate)}")
+            raise AssertionError(f"not within {timeout} s: {what or getattr(predicate, '__name__', predicate)}")
         time.sleep(interval)

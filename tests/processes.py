@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from tests.conftest import wait_until
 from tests.receiver import Receiver, _Handler, _Server
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -63,18 +64,6 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     host = settings_dict.get("HOST") or "127.0.0.1"
     port = settings_dict.get("PORT") or 5432
     return f"postgres://{credentials}@{host}:{port}/{settings_dict['NAME']}"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; AssertionError naming `what` if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(interval)
 
 
 class Child:
@@ -171,7 +160,7 @@ class RedisServer(Child):
             except redis.RedisError:
                 return False
 
-        wait_for(answers, timeout, f"redis-server answering on port {self.port}")
+        wait_until(answers, timeout, f"redis-server answering on port {self.port}")
         return self
 
     def queue_lengths(self) -> dict[str, int]:
@@ -322,7 +311,7 @@ def wait_until_consuming(broker: RedisServer, timeout: float = 20.0) -> float:
         except redis.RedisError:
             return False
 
-    wait_for(consuming, timeout, "a worker consuming the queues")
+    wait_until(consuming, timeout, "a worker consuming the queues")
     return time.monotonic() - started
 
 

@@ -25,6 +25,7 @@ from django.db import connection
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from endpoints.models import Endpoint
+from tests.conftest import wait_until
 from tests.processes import (
     Processes,
     Published,
@@ -34,7 +35,6 @@ from tests.processes import (
     duplicates,
     free_port,
     receiver_on_port,
-    wait_for,
     wait_until_consuming,
 )
 from tests.receiver import Receiver
@@ -115,7 +115,7 @@ def test_worker_killed_mid_send_resends_only_the_sends_it_had_in_flight(processe
     processes.worker(broker)
 
     # Then every delivery succeeds
-    wait_for(lambda: all_succeeded(published), 30, "all 30 deliveries succeeded")
+    wait_until(lambda: all_succeeded(published), 30, "all 30 deliveries succeeded")
     measured(
         f"worker kill -9 -> all 30 delivered ({len(in_flight)} in flight at the kill)", time.monotonic() - killed_at
     )
@@ -171,7 +171,7 @@ def test_events_published_while_the_broker_is_down_are_delivered_once_it_is_back
     back_at = time.monotonic()
 
     # Then every event is delivered, exactly once
-    wait_for(lambda: all_succeeded(published), 35, "all 5 deliveries succeeded")
+    wait_until(lambda: all_succeeded(published), 35, "all 5 deliveries succeeded")
     measured("broker back (empty) -> all 5 delivered", time.monotonic() - back_at)
     assert_delivered_once_each(published, receiver)
     assert not events.filter(fanned_out_at__isnull=True).exists()
@@ -184,7 +184,7 @@ def test_everything_pending_is_delivered_after_redis_restarts_empty(processes, r
     broker = processes.redis()
     fan_out_only = processes.worker(broker, queues=["webhooks.fanout"])
     fanned_out = processes.publish(broker, 4, "fanned")
-    wait_for(lambda: deliveries_of(fanned_out).count() == 4, 20, "4 events fanned out")
+    wait_until(lambda: deliveries_of(fanned_out).count() == 4, 20, "4 events fanned out")
     fan_out_only.terminate()
     # ...and 4 more events published with no worker at all, so their fan-out messages wait too
     not_fanned_out = processes.publish(broker, 4, "waiting")
@@ -202,7 +202,7 @@ def test_everything_pending_is_delivered_after_redis_restarts_empty(processes, r
 
     # Then everything still pending in PostgreSQL is delivered, each exactly once
     published = fanned_out + not_fanned_out
-    wait_for(lambda: all_succeeded(published), 30, "all 8 deliveries succeeded")
+    wait_until(lambda: all_succeeded(published), 30, "all 8 deliveries succeeded")
     measured("worker + beat started on an empty Redis -> all 8 delivered", time.monotonic() - started_at)
     assert_delivered_once_each(published, receiver)
 
@@ -218,7 +218,9 @@ def test_receiver_down_then_up_is_delivered_with_no_retry_early(processes):
     processes.beat(broker, **settings)
     wait_until_consuming(broker)
     [published] = processes.publish(broker, 1, "late-receiver")
-    delivery = wait_for(lambda: deliveries_of([published]).filter(attempt_count__gte=1).first(), 15, "a first attempt")
+    delivery = wait_until(
+        lambda: deliveries_of([published]).filter(attempt_count__gte=1).first(), 15, "a first attempt"
+    )
     first_started = delivery.attempts.get(number=1).started_at
 
     # When the receiver starts on that port 3.5 s after the first attempt
@@ -227,7 +229,7 @@ def test_receiver_down_then_up_is_delivered_with_no_retry_early(processes):
     up_at = time.time()
     try:
         # Then the delivery succeeds with the first attempt after the receiver came up
-        delivery = wait_for(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 10, "delivered")
+        delivery = wait_until(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 10, "delivered")
         measured("receiver up -> delivered", delivery.updated_at.timestamp() - up_at)
         assert len(receiver.received("/hook")) == 1
     finally:
@@ -260,7 +262,7 @@ def test_retry_wait_longer_than_the_visibility_timeout_is_sent_once_when_due(pro
     [published] = processes.publish(broker, 1, "long-wait", **settings)
 
     # When the first attempt fails
-    first = wait_for(
+    first = wait_until(
         lambda: deliveries_of([published]).filter(attempt_count=1, locked_until__isnull=True).first(),
         15,
         "the first attempt recorded",
@@ -272,13 +274,13 @@ def test_retry_wait_longer_than_the_visibility_timeout_is_sent_once_when_due(pro
     assert first.queued_until is None
     wait_gap = (first.next_attempt_at - first.attempts.get().started_at).total_seconds()
     assert 3.2 <= wait_gap <= 4.8 + 0.5, wait_gap
-    wait_for(lambda: not broker_holds_send_messages(broker), 2, "no send message in the broker")
+    wait_until(lambda: not broker_holds_send_messages(broker), 2, "no send message in the broker")
     time.sleep(2.5)
     assert not broker_holds_send_messages(broker)
     assert len(receiver.received("/hook")) == 1
 
     # and when it is due, the sweep sends it once, and nothing else follows
-    delivery = wait_for(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 10, "delivered")
+    delivery = wait_until(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 10, "delivered")
     time.sleep(3)  # longer than the visibility timeout: any copy of a message would have run by now
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SUCCEEDED
@@ -310,7 +312,7 @@ def test_countdowns_within_the_broker_limit_make_one_attempt_per_scheduled_time(
     [published] = processes.publish(broker, 1, "short-waits", **settings)
 
     # Then it takes exactly four attempts, one per scheduled time, and nothing more follows
-    delivery = wait_for(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 15, "delivered")
+    delivery = wait_until(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 15, "delivered")
     time.sleep(3)  # longer than the visibility timeout: any copy of a message would have run by now
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SUCCEEDED
@@ -347,12 +349,12 @@ def held_countdown(processes: Processes, receiver: Receiver, settings: dict[str,
     worker = processes.worker(broker, **settings)
     processes.beat(broker, **settings)
     [published] = processes.publish(broker, 1, "held", **settings)
-    first = wait_for(
+    first = wait_until(
         lambda: deliveries_of([published]).filter(attempt_count=1, locked_until__isnull=True).first(),
         15,
         "the first attempt recorded",
     )
-    wait_for(lambda: broker_holds_send_messages(broker), 2, "the countdown held in the broker")
+    wait_until(lambda: broker_holds_send_messages(broker), 2, "the countdown held in the broker")
     return broker, worker, published, first
 
 
@@ -374,7 +376,7 @@ def test_retry_countdown_lost_with_redis_is_still_sent_once_and_not_early(proces
         processes.worker(broker, **settings)
 
     # Then the retry is sent once, not before it was due
-    delivery = wait_for(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 20, "delivered")
+    delivery = wait_until(lambda: all_succeeded([published]) and deliveries_of([published]).get(), 20, "delivered")
     measured("Redis restarted during a 2 s countdown -> delivered", time.monotonic() - restarted_at)
     time.sleep(1.5)
     delivery.refresh_from_db()
