@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from endpoints.event_types import event_type_error
+from endpoints.validation import is_encodable
 
 from .catalog import catalog_error
 from .metrics import observe_published
@@ -85,6 +86,8 @@ def _validate(event_type: str, tenant: str, idempotency_key: str | None) -> None
     for value in (tenant, idempotency_key or ""):
         if "\x00" in value:
             raise PublishError("tenant and idempotency_key must not contain NUL characters")
+        if not is_encodable(value):
+            raise PublishError("tenant and idempotency_key must be valid Unicode text (no lone surrogates)")
 
 
 def _existing(event_type: str, payload: dict, tenant: str, idempotency_key: str) -> Event | None:

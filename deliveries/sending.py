@@ -2,7 +2,9 @@
 
 import json
 import logging
+import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -24,13 +26,45 @@ logger = logging.getLogger(__name__)
 REDACTED = "[redacted]"
 # Attempt records keep request headers for operators, but never credentials or signatures.
 SENSITIVE_HEADER_WORDS = ("signature", "auth", "token", "secret", "key", "cookie", "password", "session")
+# Pieces of a redacted value scrubbed on their own too (a signature entry, a bearer token);
+# shorter pieces ("v1", "Bearer", a timestamp) are not secret.
+MIN_SCRUBBED_PIECE = 16
 
 
-def redact_headers(headers) -> dict[str, str]:
-    return {
-        name: REDACTED if any(word in name.lower() for word in SENSITIVE_HEADER_WORDS) else value
-        for name, value in headers.items()
-    }
+def is_sensitive_header(name: str, sensitive: Iterable[str] = ()) -> bool:
+    """Whether a header's value is a credential or signature: its name contains one of
+    SENSITIVE_HEADER_WORDS, or is one of `sensitive` (an endpoint's sensitive_headers)."""
+    lowered = name.lower()
+    return any(word in lowered for word in SENSITIVE_HEADER_WORDS) or lowered in {s.lower() for s in sensitive}
+
+
+def redact_headers(headers: Mapping[str, str], sensitive: Iterable[str] = ()) -> dict[str, str]:
+    """`headers` as recorded: every sensitive value replaced by [redacted]."""
+    sensitive = list(sensitive)
+    return {name: REDACTED if is_sensitive_header(name, sensitive) else value for name, value in headers.items()}
+
+
+def scrubbed_values(
+    headers: Mapping[str, str], sensitive: Iterable[str] = (), secrets: Iterable[str] = ()
+) -> list[str]:
+    """What must never be stored from a receiver's answer: sensitive header values, each
+    signature or token in them, the signing secrets and their keys; longest first."""
+    sensitive = list(sensitive)
+    values = {*secrets, *(s.removeprefix("whsec_") for s in secrets)}
+    for name, value in headers.items():
+        if is_sensitive_header(name, sensitive):
+            values.add(value)
+            values.update(piece for piece in re.split(r"[\s,=]+", value) if len(piece) >= MIN_SCRUBBED_PIECE)
+    return sorted((v for v in values if v), key=len, reverse=True)
+
+
+def scrub(text: str, values: list[str]) -> str:
+    """`text` with every one of `values` replaced by [redacted] (a receiver may echo our request
+    back, e.g. a debugging endpoint or an error page)."""
+    for value in values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 @dataclass(frozen=True)
@@ -95,9 +129,13 @@ def _clean_text(text: str) -> str:
 MAX_RECORDED_HEADER_VALUE = 1000
 
 
-def _capped_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Response headers as stored: at most 100 (http.client's own limit), each value capped."""
-    return {_clean_text(k)[:200]: _clean_text(v)[:MAX_RECORDED_HEADER_VALUE] for k, v in list(headers.items())[:100]}
+def _capped_headers(headers: dict[str, str], hidden: list[str] = ()) -> dict[str, str]:
+    """Response headers as stored: at most 100 (http.client's own limit), each value capped
+    and scrubbed of `hidden` values."""
+    return {
+        _clean_text(k)[:200]: scrub(_clean_text(v), hidden)[:MAX_RECORDED_HEADER_VALUE]
+        for k, v in list(headers.items())[:100]
+    }
 
 
 def park(delivery_id: int, lease: datetime, reason: str) -> None:
@@ -117,7 +155,7 @@ def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> 
     lease = claim(delivery_id, timezone.now())
     if lease is None:
         return None
-    delivery = Delivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
+    delivery = Delivery.objects.select_related("event", "endpoint", "endpoint__client_certificate").get(pk=delivery_id)
     endpoint = delivery.endpoint
     if not endpoint.is_active:
         # Kept, not failed: enabling the endpoint makes it due again (see receivers.py).
@@ -128,10 +166,12 @@ def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> 
         return None
 
     body = render_body(delivery.event)
-    headers = build_headers(delivery, body, endpoint.live_secrets(), int(time.time()))
+    secrets = endpoint.live_secrets()
+    headers = build_headers(delivery, body, secrets, int(time.time()))
     started_at = timezone.now()
-    result = transport.post(endpoint.url, body, dict(headers))
-    return record_attempt(delivery, lease, trigger, started_at, headers, result)
+    client_certificate = getattr(endpoint, "client_certificate", None)  # None: no mTLS
+    result = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
+    return record_attempt(delivery, lease, trigger, started_at, headers, result, secrets=secrets)
 
 
 def _announce(delivery: Delivery, attempt: DeliveryAttempt, status: str, reason: str) -> None:
@@ -158,9 +198,16 @@ def record_attempt(
     started_at: datetime,
     headers: CaseInsensitiveDict,
     result: transport.Result,
+    secrets: Iterable[str] = (),
 ) -> SendOutcome:
-    """Write the attempt and the delivery's new state in one transaction."""
+    """Write the attempt and the delivery's new state in one transaction.
+
+    Nothing secret is stored: sensitive request headers are redacted, and the signatures,
+    sensitive header values and `secrets` are scrubbed from the receiver's answer.
+    """
     policy = RetryPolicy.from_settings()
+    sensitive = delivery.endpoint.sensitive_headers or []
+    hidden = scrubbed_values(headers, sensitive, secrets)
     number = delivery.attempt_count + 1
     due_at = delivery.next_attempt_at
     response = result.response
@@ -172,7 +219,7 @@ def record_attempt(
         last_error = "" if verdict == Verdict.SUCCEEDED else f"HTTP {response.status}"
     else:
         error = result.error
-        verdict = Verdict.FAILED if error.error_class == "BlockedAddress" else Verdict.RETRY
+        verdict = Verdict.FAILED if error.error_class in transport.NOT_RETRYABLE_ERRORS else Verdict.RETRY
         last_error = f"{error.error_class}: {error.message}"
 
     next_attempt_at = queued_until = retry_at = None
@@ -198,12 +245,12 @@ def record_attempt(
             trigger=trigger,
             started_at=started_at,
             duration_ms=result.duration_ms,
-            request_headers=redact_headers(headers),
+            request_headers=redact_headers(headers, sensitive),
             response_status=response.status if response else None,
-            response_headers=_capped_headers(response.headers) if response else {},
-            response_body=_clean_text(response.body.decode("utf-8", "replace")) if response else "",
+            response_headers=_capped_headers(response.headers, hidden) if response else {},
+            response_body=scrub(_clean_text(response.body.decode("utf-8", "replace")), hidden) if response else "",
             error_class=result.error.error_class if result.error else "",
-            error_message=_clean_text(result.error.message) if result.error else "",
+            error_message=scrub(_clean_text(result.error.message), hidden) if result.error else "",
             outcome=verdict,
         )
         updated = Delivery.objects.filter(pk=delivery.pk, locked_until=lease).update(

@@ -14,6 +14,7 @@ from django.conf import settings
 from .breaker import release_after_pauses
 from .fanout import fan_out
 from .health import check_health
+from .models import AttemptTrigger
 from .retention import retention_task  # noqa: F401  (registers deliveries.retention)
 from .sending import send_delivery
 from .sweeper import events_never_fanned_out, take_due_deliveries
@@ -21,8 +22,11 @@ from .sweeper import events_never_fanned_out, take_due_deliveries
 logger = logging.getLogger(__name__)
 
 
-def enqueue_sends(delivery_ids: Iterable[int], eta: datetime | None = None) -> int:
+def enqueue_sends(delivery_ids: Iterable[int], eta: datetime | None = None, trigger: str | None = None) -> int:
     """Publish one send message per delivery over one broker connection; return how many.
+
+    `trigger` (an AttemptTrigger, e.g. "manual") is recorded on the attempt; automatic sends
+    leave it out, so their messages stay exactly as before.
 
     A failed publish is logged, not raised: the delivery row still says it is due, and the
     sweep enqueues it again once its `queued_until` has passed.
@@ -31,10 +35,11 @@ def enqueue_sends(delivery_ids: Iterable[int], eta: datetime | None = None) -> i
     ids = list(delivery_ids)
     if not ids:
         return 0
+    kwargs = {"trigger": trigger} if trigger and trigger != AttemptTrigger.AUTOMATIC else None
     try:
         with send_delivery_task.app.producer_or_acquire() as producer:
             for delivery_id in ids:
-                send_delivery_task.apply_async((delivery_id,), eta=eta, producer=producer)
+                send_delivery_task.apply_async((delivery_id,), kwargs=kwargs, eta=eta, producer=producer)
                 sent += 1
     except Exception:
         logger.exception("could not enqueue %s of %s deliveries; the sweep will retry", len(ids) - sent, len(ids))
@@ -48,10 +53,10 @@ def fan_out_task(event_id: str) -> int:
 
 
 @shared_task(name="deliveries.send", acks_late=True, ignore_result=True)
-def send_delivery_task(delivery_id: int) -> str | None:
+def send_delivery_task(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> str | None:
     """Try one delivery now; a soon retry goes back to the broker with an ETA, a later one waits
-    in the database for the sweep."""
-    outcome = send_delivery(delivery_id)
+    in the database for the sweep. `trigger` says who asked (an operator's retry: "manual")."""
+    outcome = send_delivery(delivery_id, trigger=trigger)
     if outcome is None:
         return None
     if outcome.retry_at is not None:

@@ -4,6 +4,13 @@
 - SSRF guard: unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS is on, requests-hardened resolves the
   host, refuses loopback, private, link-local, multicast, reserved and IPv4-mapped addresses
   and connects to exactly the address it checked (no second DNS lookup to rebind).
+- Policy at send time: the URL is validated again before every send (scheme, port, visibly
+  internal hosts: endpoints/validation.py), so a policy tightened after an endpoint was saved
+  applies to it; a URL that fails is a failed attempt without a connection.
+- TLS: certificates are always verified (`verify=` WEBHOOKS_CA_BUNDLE or certifi's bundle),
+  host names checked. An endpoint with a client certificate presents it (mTLS) through an
+  SSLContext built once per thread and certificate; the key goes to OpenSSL through an
+  anonymous in-memory file (memfd), never a file on disk.
 - No redirects (a 3xx could point inside the network), no proxies or netrc from the
   environment (`trust_env=False`).
 - Deadlines: connect timeout, then a total deadline over headers and body; every socket read
@@ -13,26 +20,45 @@
 - The response body is read up to WEBHOOKS_MAX_RESPONSE_BYTES and the rest is dropped.
 """
 
+import contextlib
 import heapq
 import itertools
+import os
 import socket
+import ssl
+import tempfile
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import requests
 import urllib3
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from requests.adapters import HTTPAdapter
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
+from requests_hardened.ip_filter_adapter import IPFilterAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.ssl_ import create_urllib3_context
+
+from endpoints.models import EndpointClientCertificate
+from endpoints.validation import validate_webhook_url
 
 _local = threading.local()
 CHUNK_SIZE = 4096
 # The watchdog acts this long after the deadline, so that a plain read timeout, which fires
 # at the deadline, keeps reporting as one (ReadTimeout) and the watchdog only cuts trickles.
 DEADLINE_GRACE = 0.5
+# Errors that another try cannot fix: the URL or its address is refused by policy.
+BLOCKED_ADDRESS = "BlockedAddress"
+REFUSED_URL = "RefusedURL"
+NOT_RETRYABLE_ERRORS = frozenset({BLOCKED_ADDRESS, REFUSED_URL})
+# Client-certificate SSLContexts kept per thread (each holds a parsed key).
+CLIENT_CONTEXTS_PER_THREAD = 32
 
 
 class DeadlineExceeded(requests.Timeout):
@@ -152,6 +178,29 @@ class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
+class _ClientCertificateMixin:
+    """Adapters that use the current request's client-certificate SSLContext, if any.
+
+    urllib3 keys its connection pools by SSLContext too, so connections made with one endpoint's
+    client certificate are never reused for another endpoint.
+    """
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)  # type: ignore[misc]
+        context = getattr(_local, "client_context", None)
+        if context is not None and host_params.get("scheme") == "https":
+            pool_kwargs["ssl_context"] = context
+        return host_params, pool_kwargs
+
+
+class _GuardedAdapter(_ClientCertificateMixin, IPFilterAdapter):
+    """requests-hardened's SSRF guard: resolve, refuse non-public addresses, pin the address."""
+
+
+class _OpenAdapter(_ClientCertificateMixin, HTTPAdapter):
+    """No address filter (WEBHOOKS_ALLOW_PRIVATE_NETWORKS: development and tests)."""
+
+
 def _session(allow_private: bool) -> requests.Session:
     key = "private" if allow_private else "public"
     sessions = getattr(_local, "sessions", None)
@@ -160,13 +209,18 @@ def _session(allow_private: bool) -> requests.Session:
     session = sessions.get(key)
     if session is None:
         config = Config(
-            ip_filter_enable=not allow_private,
+            ip_filter_enable=False,  # our adapters below do it, with client certificates
             ip_filter_allow_loopback_ips=False,
             never_redirect=True,
             default_timeout=(settings.WEBHOOKS_CONNECT_TIMEOUT, settings.WEBHOOKS_REQUEST_TIMEOUT),
         )
         session = sessions[key] = HTTPSession(config)
         session.trust_env = False
+        for scheme in ("http://", "https://"):
+            if allow_private:
+                session.mount(scheme, _OpenAdapter())
+            else:
+                session.mount(scheme, _GuardedAdapter(is_https_proto=scheme == "https://", allow_loopback=False))
         for adapter in session.adapters.values():
             adapter.poolmanager.pool_classes_by_scheme = {
                 "http": _WatchedHTTPConnectionPool,
@@ -203,8 +257,76 @@ def _read_capped(response: requests.Response, deadline: float, cap: int) -> tupl
     return b"".join(chunks)[:cap], True
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
-    """POST `body` to `url`; never raises for network trouble, it returns it as `Result.error`."""
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can read `data` from: an anonymous in-memory file where the system has
+    them (Linux), else a 0600 temporary file removed at once."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("webhooks-client-certificate", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    fd, path = tempfile.mkstemp(prefix="webhooks-client-")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def _client_context(certificate: EndpointClientCertificate) -> ssl.SSLContext:
+    """An SSLContext presenting `certificate`, built once per thread and stored certificate."""
+    contexts = getattr(_local, "client_contexts", None)
+    if contexts is None:
+        contexts = _local.client_contexts = OrderedDict()
+    key = (certificate.pk, certificate.fingerprint_sha256, certificate.encrypted_private_key)
+    context = contexts.get(key)
+    if context is not None:
+        contexts.move_to_end(key)
+        return context
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    with (
+        _private_file(certificate.certificate_pem.encode("ascii")) as cert_path,
+        _private_file(certificate.private_key_pem.encode("ascii")) as key_path,
+    ):
+        context.load_cert_chain(certfile=cert_path, keyfile=key_path)
+    contexts[key] = context
+    while len(contexts) > CLIENT_CONTEXTS_PER_THREAD:
+        contexts.popitem(last=False)
+    return context
+
+
+def refused_by_policy(url: str) -> TransportError | None:
+    """The error of sending to `url` under the current policy, or None if it may be sent."""
+    try:
+        validate_webhook_url(url)
+    except ValidationError as exc:
+        message = " ".join(exc.messages)
+        if exc.code == "blocked_address":
+            return TransportError(
+                BLOCKED_ADDRESS, f"refused to connect: {url} resolves to a non-public address ({message})"
+            )
+        return TransportError(REFUSED_URL, f"URL refused by the transport policy at send time: {message}")
+    return None
+
+
+def post(
+    url: str, body: bytes, headers: dict[str, str], client_certificate: EndpointClientCertificate | None = None
+) -> Result:
+    """POST `body` to `url`; never raises for network trouble, it returns it as `Result.error`.
+
+    The URL is checked against the transport policy first; a refused URL is an error without
+    any connection. `client_certificate` is presented to the receiver when given (mTLS).
+    """
+    refusal = refused_by_policy(url)
+    if refusal is not None:
+        return Result(error=refusal)
     timeout = settings.WEBHOOKS_REQUEST_TIMEOUT
     connect_timeout = min(settings.WEBHOOKS_CONNECT_TIMEOUT, timeout)
     cap = settings.WEBHOOKS_MAX_RESPONSE_BYTES
@@ -215,8 +337,17 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
     watched: list[_Alarm] = []
     _local.deadline, _local.watched = deadline, watched
     try:
+        # Inside the try: an unusable key is an SSLError of this attempt.
+        _local.client_context = _client_context(client_certificate) if client_certificate is not None else None
         response = session.post(
-            url, data=body, headers=headers, timeout=(connect_timeout, timeout), allow_redirects=False, stream=True
+            url,
+            data=body,
+            headers=headers,
+            timeout=(connect_timeout, timeout),
+            allow_redirects=False,
+            stream=True,
+            verify=settings.WEBHOOKS_CA_BUNDLE or True,
+            cert=None,
         )
         try:
             content, truncated = _read_capped(response, deadline, cap)
@@ -226,7 +357,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
         result.response = Response(response.status_code, dict(response.headers), content, truncated)
     except InvalidIPAddress as exc:
         result.error = TransportError(
-            "BlockedAddress", f"refused to connect: {url} resolves to a non-public address ({exc})"
+            BLOCKED_ADDRESS, f"refused to connect: {url} resolves to a non-public address ({exc})"
         )
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         # Reading the streamed body raises urllib3's own errors (and bare socket errors),
@@ -234,6 +365,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Result:
         result.error = TransportError(type(exc).__name__, _describe(exc, timeout))
     finally:
         _stop_watching(watched)
+        _local.client_context = None
     if any(alarm.fired for alarm in watched):
         # The watchdog cut the response off: whatever was parsed of it may be incomplete.
         result.response = None

@@ -1,11 +1,4 @@
-from django.contrib import admin
-
-from .models import Endpoint
-
-
-@admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
-    list_display = ("url", "tenant", "is_active", "signature_scheme", "created_at")
-    list_filter = ("is_active", "signature_scheme")
-    search_fields = ("url", "tenant", "description")
-    readonly_fields = ("disabled_reason", "disabled_at", "created_at", "updated_at")
+"""The Endpoint admin is registered by the deliveries app (deliveries/admin/endpoint_admin.py):
+its list shows delivery figures and its actions send, retry and replay deliveries, and this
+app never imports deliveries. Signing secrets have no admin of their own: their values are
+shown once, when created or rotated, and never again."""

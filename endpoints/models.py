@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import json
 import secrets as random_secrets
 from datetime import timedelta
 
@@ -10,9 +11,16 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import signals
+from . import secret_box, signals
+from .client_certificates import inspect_client_certificate
 from .event_types import matches
-from .validation import validate_custom_headers, validate_event_type_patterns, validate_webhook_url
+from .validation import (
+    validate_custom_headers,
+    validate_event_type_patterns,
+    validate_plain_text,
+    validate_sensitive_header_names,
+    validate_webhook_url,
+)
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -50,9 +58,13 @@ class Endpoint(models.Model):
 
     url = models.CharField(max_length=2000, validators=[validate_webhook_url])
     tenant = models.CharField(
-        max_length=100, blank=True, default="", help_text="Owner key; events go only to endpoints of their tenant."
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_plain_text],
+        help_text="Owner key; events go only to endpoints of their tenant.",
     )
-    description = models.CharField(max_length=200, blank=True, default="")
+    description = models.CharField(max_length=200, blank=True, default="", validators=[validate_plain_text])
     event_types = models.JSONField(
         default=list,
         blank=True,
@@ -67,6 +79,13 @@ class Endpoint(models.Model):
     )
     headers = models.JSONField(
         default=dict, blank=True, validators=[validate_custom_headers], help_text="Extra request headers."
+    )
+    sensitive_headers = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_sensitive_header_names],
+        help_text="Names of custom headers holding credentials, e.g. ['Authorization']: their values are "
+        "never recorded (names with auth, token, secret, key, ... are redacted anyway).",
     )
     # Circuit breaker and health, maintained by the deliveries app (see deliveries/breaker.py).
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
@@ -109,6 +128,30 @@ class Endpoint(models.Model):
                 self.secrets.create(secret=self._initial_secret or generate_secret())
                 self._initial_secret = None
 
+    def clean_fields(self, exclude=None) -> None:
+        """Django's own checks let a JSON field through when it is None (the database then
+        refuses it) and crash on values json cannot write (huge integers, deep nesting): those
+        become ValidationErrors here."""
+        exclude = set(exclude or ())
+        errors: dict[str, list[ValidationError]] = {}
+        for name in ("event_types", "headers", "sensitive_headers"):
+            value = getattr(self, name)
+            if name in exclude:
+                continue
+            if value is None:
+                errors[name] = [ValidationError("This field cannot be null.", code="null")]
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError, RecursionError):
+                errors[name] = [ValidationError("Value must be plain JSON of a sensible size.", code="invalid")]
+        try:
+            super().clean_fields(exclude=exclude | errors.keys())
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
+
     def clean(self) -> None:
         if self._initial_secret is not None:
             validate_secret(self._initial_secret)
@@ -138,6 +181,20 @@ class Endpoint(models.Model):
             )
             self.secrets.create(secret=new_secret)
         return new_secret
+
+    def set_client_certificate(self, certificate_pem: str, private_key_pem: str) -> "EndpointClientCertificate":
+        """Present this certificate (PEM chain, leaf first) and its unencrypted private key
+        (PEM) to the receiver as a TLS client certificate (mTLS); replaces any previous one.
+        The key is stored encrypted like a secret. Raises ValidationError if they do not fit."""
+        with transaction.atomic():
+            EndpointClientCertificate.objects.filter(endpoint=self).delete()
+            return EndpointClientCertificate.objects.create(
+                endpoint=self, certificate_pem=certificate_pem, private_key_pem=private_key_pem
+            )
+
+    def remove_client_certificate(self) -> None:
+        """Stop presenting a client certificate."""
+        EndpointClientCertificate.objects.filter(endpoint=self).delete()
 
     def disable(self, reason: str) -> None:
         """Stop sending to this endpoint; its pending deliveries are kept."""
@@ -169,10 +226,16 @@ class EndpointSecretQuerySet(models.QuerySet):
 
 class EndpointSecret(models.Model):
     """A signing secret of an endpoint. The newest signs; older ones sign too until they expire
-    (rotation with overlap: the signature header then carries one signature per live secret)."""
+    (rotation with overlap: the signature header then carries one signature per live secret).
+
+    Stored encrypted (endpoints/secret_box.py): `encrypted_secret` holds a Fernet token under
+    WEBHOOKS_SECRET_KEYS; `secret` reads and writes the plain `whsec_...` value, so
+    `EndpointSecret(secret="whsec_...")` and `.secret` work as if it were a column. It cannot be
+    used in queries (`filter(secret=...)`): each encryption of one value differs.
+    """
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.CharField(max_length=200, validators=[validate_secret])
+    encrypted_secret = models.TextField(editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
 
@@ -182,4 +245,79 @@ class EndpointSecret(models.Model):
         indexes = [models.Index(fields=["endpoint", "expires_at"], name="secret_endpoint_expiry")]
 
     def __str__(self) -> str:
-        return f"secret of endpoint {self.endpoint_id} created {self.created_at:%Y-%m-%d %H:%M}"
+        created = f" created {self.created_at:%Y-%m-%d %H:%M}" if self.created_at else ""
+        return f"secret of endpoint {self.endpoint_id}{created}"
+
+    def __repr__(self) -> str:
+        return f"<EndpointSecret {self.pk} of endpoint {self.endpoint_id}>"
+
+    @property
+    def secret(self) -> str:
+        """The plain `whsec_...` value (decrypted once per token)."""
+        cached = getattr(self, "_plain", None)
+        if cached is not None and cached[0] == self.encrypted_secret:
+            return cached[1]
+        plain = secret_box.decrypt(self.encrypted_secret, f"the secret {self.pk} of endpoint {self.endpoint_id}")
+        self._plain = (self.encrypted_secret, plain)
+        return plain
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        validate_secret(value)
+        self.encrypted_secret = secret_box.encrypt(value)
+        self._plain = (self.encrypted_secret, value)
+
+
+class EndpointClientCertificate(models.Model):
+    """The TLS client certificate an endpoint presents to a receiver that requires one (mTLS).
+
+    `certificate_pem` (the chain, leaf first) is public and kept as is; the private key is
+    stored encrypted like a secret (`encrypted_private_key`; read and write it as
+    `private_key_pem`). Saving checks that the key belongs to the certificate and that the
+    certificate is valid now. Set it with `endpoint.set_client_certificate(cert_pem, key_pem)`.
+    """
+
+    endpoint = models.OneToOneField(Endpoint, on_delete=models.CASCADE, related_name="client_certificate")
+    certificate_pem = models.TextField(help_text="PEM certificate chain, leaf first.")
+    encrypted_private_key = models.TextField(editable=False)
+    fingerprint_sha256 = models.CharField(max_length=64, editable=False)
+    subject = models.CharField(max_length=200, editable=False)
+    not_valid_after = models.DateTimeField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __init__(self, *args, **kwargs):
+        private_key_pem = kwargs.pop("private_key_pem", None)
+        super().__init__(*args, **kwargs)
+        self._new_private_key = private_key_pem
+
+    def __str__(self) -> str:
+        return (
+            f"client certificate of endpoint {self.endpoint_id} ({self.subject}, sha256 {self.fingerprint_sha256[:16]})"
+        )
+
+    def __repr__(self) -> str:
+        return f"<EndpointClientCertificate {self.pk} of endpoint {self.endpoint_id}>"
+
+    def save(self, *args, **kwargs) -> None:
+        key = self.private_key_pem
+        info = inspect_client_certificate(self.certificate_pem, key, timezone.now())
+        self.fingerprint_sha256, self.subject, self.not_valid_after = (
+            info.fingerprint_sha256,
+            info.subject,
+            info.not_valid_after,
+        )
+        if self._new_private_key is not None:
+            self.encrypted_private_key = secret_box.encrypt(self._new_private_key)
+            self._new_private_key = None
+        super().save(*args, **kwargs)
+
+    @property
+    def private_key_pem(self) -> str:
+        if self._new_private_key is not None:
+            return self._new_private_key
+        return secret_box.decrypt(self.encrypted_private_key, f"the client key of endpoint {self.endpoint_id}")
+
+    @private_key_pem.setter
+    def private_key_pem(self, value: str) -> None:
+        self._new_private_key = value

@@ -2,10 +2,11 @@
 
 A webhook sender makes HTTP requests to URLs chosen by strangers. Unless
 WEBHOOKS_ALLOW_PRIVATE_NETWORKS is on, only globally routable unicast addresses are allowed.
-At send time the transport resolves the host, checks the address with the same rules
-(requests-hardened) and connects to exactly that address; at save time we refuse what is
-already visibly internal (IP literals in any notation, localhost names) so the operator hears
-about it at once.
+At every send the transport resolves the host again, checks the address with the same rules
+(requests-hardened) and connects to exactly that address, so a DNS record changed after the
+endpoint was saved cannot point a send inside the network; at save time (and again before each
+send) we refuse what is already visibly internal (IP literals in any notation, localhost names)
+so the operator hears about it at once.
 """
 
 import ipaddress

@@ -38,14 +38,22 @@ RESERVED_HEADERS = frozenset(
 
 
 def validate_webhook_url(url: str) -> None:
-    """An absolute http(s) URL with a host, no credentials, and (unless private networks are
-    allowed) not pointing at a visibly internal address."""
+    """An absolute URL with a host and no credentials that the transport policy allows: https
+    (http too only while WEBHOOKS_ALLOW_HTTP is on, i.e. in DEBUG), a port listed in
+    WEBHOOKS_ALLOWED_PORTS when that is set, and (unless private networks are allowed) not a
+    visibly internal address.
+
+    Runs when an endpoint is saved and again before every send, so a policy tightened later
+    applies to endpoints saved before.
+    """
     if not isinstance(url, str) or not url:
         raise ValidationError("URL is required.", code="required")
     if len(url) > MAX_URL_LENGTH:
         raise ValidationError(f"URL is longer than {MAX_URL_LENGTH} characters.", code="too_long")
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+    if any(ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
         raise ValidationError("URL must not contain spaces or control characters.", code="invalid_url")
+    if not is_encodable(url):
+        raise ValidationError("URL must be valid Unicode text (no lone surrogates).", code="invalid_url")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -53,6 +61,10 @@ def validate_webhook_url(url: str) -> None:
         raise ValidationError(f"URL is malformed: {exc}.", code="invalid_url") from None
     if parts.scheme not in ("http", "https"):
         raise ValidationError(f"URL scheme must be http or https, not {parts.scheme or 'missing'!r}.", code="scheme")
+    if parts.scheme == "http" and not settings.WEBHOOKS_ALLOW_HTTP:
+        raise ValidationError(
+            "URL must use https: plain http is refused outside DEBUG (WEBHOOKS_ALLOW_HTTP).", code="scheme"
+        )
     if not parts.hostname:
         raise ValidationError("URL must include a host name, e.g. https://example.com/hook.", code="invalid_url")
     if parts.username is not None or parts.password is not None:
@@ -64,6 +76,14 @@ def validate_webhook_url(url: str) -> None:
         raise ValidationError("URL must not contain a #fragment (it is never sent).", code="invalid_url")
     if port == 0:
         raise ValidationError("URL port must be between 1 and 65535.", code="invalid_url")
+    allowed_ports = settings.WEBHOOKS_ALLOWED_PORTS
+    effective_port = port or (443 if parts.scheme == "https" else 80)
+    if allowed_ports and effective_port not in allowed_ports:
+        raise ValidationError(
+            f"URL port {effective_port} is not allowed; allowed ports: "
+            f"{', '.join(map(str, sorted(allowed_ports)))} (WEBHOOKS_ALLOWED_PORTS).",
+            code="port",
+        )
     host = parts.hostname
     if not host.startswith("[") and ":" not in host:
         try:
@@ -78,6 +98,21 @@ def validate_webhook_url(url: str) -> None:
                 "addresses (set WEBHOOKS_ALLOW_PRIVATE_NETWORKS=1 for local development).",
                 code="blocked_address",
             )
+
+
+def is_encodable(text: str) -> bool:
+    """Whether `text` can be stored and sent as UTF-8 (lone surrogates cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def validate_plain_text(value: object) -> None:
+    """Free text an operator sets (tenant, description): storable in PostgreSQL."""
+    if isinstance(value, str) and ("\x00" in value or not is_encodable(value)):
+        raise ValidationError("Text must not contain NUL characters or lone surrogates.", code="invalid_text")
 
 
 def validate_event_type_patterns(patterns: object) -> None:
@@ -110,3 +145,17 @@ def validate_custom_headers(headers: object) -> None:
             raise ValidationError(f"Header {name!r} must not contain control characters.", code="header_value")
         if not value.isascii():
             raise ValidationError(f"Header {name!r} must be plain ASCII text.", code="header_value")
+
+
+def validate_sensitive_header_names(names: object) -> None:
+    """Names of custom headers whose values are credentials: redacted wherever headers are
+    recorded (attempt records), matched case-insensitively."""
+    if not isinstance(names, list):
+        raise ValidationError(
+            "Sensitive headers must be a list of header names, e.g. ['Authorization'].", code="not_a_list"
+        )
+    if len(names) > MAX_HEADERS:
+        raise ValidationError(f"At most {MAX_HEADERS} sensitive header names are allowed.", code="too_many")
+    for name in names:
+        if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+            raise ValidationError(f"Header name {name!r} is not a valid HTTP header name.", code="header_name")

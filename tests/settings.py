@@ -14,6 +14,9 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 from webhooks_project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# A fixed key for encrypting endpoint secrets in tests, made once with Fernet.generate_key().
+# It protects nothing: test databases hold only test secrets.
+WEBHOOKS_SECRET_KEYS = ["RmnYZiSad7J4jTqxryARhuTyIa61XLu7uIKMznfNGCQ="]
 LOGGING["loggers"]["deliveries"]["level"] = "WARNING"  # noqa: F405
 
 # A host app with models wired to webhooks (tests/hostapp, tests/test_hooks.py).

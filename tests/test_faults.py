@@ -3,9 +3,10 @@ receiver on 127.0.0.1, and the faults themselves: a worker killed mid-send, the 
 events are published, the broker restarted empty, a receiver that comes up late, and retry waits
 longer than the broker's visibility timeout.
 
-One test is a strict xfail that pins a known defect outside our code (Celery 5.7 exits when
-Redis goes away while it holds a message; a supervisor must restart it): when it starts passing,
-pytest reports XPASS(strict) as a failure, and the marker should go.
+One test is an xfail that pins a known defect outside our code (Celery 5.7 exits when Redis goes
+away while it holds a message; a supervisor must restart it). It is not strict: under heavy load
+the worker sometimes survives by timing; an XPASS in every run means the defect is fixed and the
+marker should go.
 
 Child processes run with short settings (tests/processes.py, FAST_SETTINGS): a sweep every
 second, messages presumed lost after 3 s, a claim lease of connect 1 s + request 3 s + margin 1 s.
@@ -334,9 +335,11 @@ def test_publish_returns_promptly_when_the_broker_hangs(processes):
     broker = processes.redis()
     os.kill(broker.pid, signal.SIGSTOP)
 
-    # When an event is published, then publishing returns within a few seconds
-    [published] = processes.publish(broker, 1, "hung", timeout=8)
+    # When an event is published, then publish() + commit returns within a few seconds (the
+    # child process gets longer in all: starting Django is slow on a loaded machine)
+    [published] = processes.publish(broker, 1, "hung", timeout=40)
     measured("publish() + commit with a hung broker", published.seconds)
+    assert published.seconds < 10
     assert Event.objects.filter(id=published.id).exists()
 
 
@@ -386,7 +389,7 @@ def test_retry_countdown_lost_with_redis_is_still_sent_once_and_not_early(proces
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     raises=AssertionError,
     reason="Celery 5.7 + kombu 5.7: on a lost Redis connection with unacknowledged messages, "
     "Consumer.on_connection_error_after_connected() collects the connection, then closes it; the "

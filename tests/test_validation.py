@@ -171,7 +171,8 @@ def test_rotation_keeps_old_secret_live_for_the_grace_then_only_the_new_one():
     old = endpoint.secret
     new = endpoint.rotate_secret()
     assert endpoint.live_secrets() == [new, old]
-    EndpointSecret.objects.filter(secret=old).update(expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    first = endpoint.secrets.order_by("id").first()  # the old one (secrets are encrypted: no filter by value)
+    EndpointSecret.objects.filter(pk=first.pk).update(expires_at=datetime(2000, 1, 1, tzinfo=UTC))
     assert endpoint.live_secrets() == [new]
 
 

@@ -1,8 +1,8 @@
 """Settings, all read from the environment in this one place.
 
 Defaults work for the quick start (SQLite file, a filesystem broker that needs no server,
-DEBUG on). Production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and
-DJANGO_DEBUG=0. Every WEBHOOKS_* setting is documented in the README.
+DEBUG on). Production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY,
+WEBHOOKS_SECRET_KEYS and DJANGO_DEBUG=0. Every WEBHOOKS_* setting is documented in the README.
 """
 
 import os
@@ -35,6 +35,20 @@ def env_float(name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
+
+
+def env_list(name: str) -> list[str]:
+    """A comma-separated variable as a list of its non-empty, stripped items."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def env_ports(name: str) -> list[int]:
+    ports = []
+    for item in env_list(name):
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise ImproperlyConfigured(f"{name} must be comma-separated port numbers (1-65535), not {item!r}")
+        ports.append(int(item))
+    return ports
 
 
 def env_int(name: str, default: int) -> int:
@@ -188,6 +202,17 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 WEBHOOKS_REQUEST_TIMEOUT = env_float("WEBHOOKS_REQUEST_TIMEOUT", 30.0)
 WEBHOOKS_CONNECT_TIMEOUT = env_float("WEBHOOKS_CONNECT_TIMEOUT", 5.0)
 WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", DEBUG)
+
+# Security (README "Security"). Fernet keys encrypting endpoint secrets and mTLS client keys at
+# rest: the first encrypts, all decrypt. Unset: DEBUG uses a development key derived from
+# SECRET_KEY (system check warning webhooks.W010); outside DEBUG start-up refuses (E010).
+WEBHOOKS_SECRET_KEYS = env_list("WEBHOOKS_SECRET_KEYS")
+# Plain http endpoints: only in DEBUG by default; production sends over https only.
+WEBHOOKS_ALLOW_HTTP = env_bool("WEBHOOKS_ALLOW_HTTP", DEBUG)
+# Empty: any port. Otherwise the only ports an endpoint URL may use, e.g. "443,8443".
+WEBHOOKS_ALLOWED_PORTS = env_ports("WEBHOOKS_ALLOWED_PORTS")
+# CA bundle (PEM file) that receivers' certificates are verified against; empty: certifi's.
+WEBHOOKS_CA_BUNDLE = os.environ.get("WEBHOOKS_CA_BUNDLE", "")
 # Comma-separated seconds between attempts; empty means the default (retry_policy.py).
 WEBHOOKS_RETRY_SCHEDULE = os.environ.get("WEBHOOKS_RETRY_SCHEDULE", "")
 WEBHOOKS_RETRY_JITTER = env_float("WEBHOOKS_RETRY_JITTER", 0.2)

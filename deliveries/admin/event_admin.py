@@ -1,0 +1,113 @@
+"""Events: what happened, to whom it went. Read-only."""
+
+from django.contrib import admin
+from django.contrib.admin import DateFieldListFilter
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from ..models import Delivery, DeliveryStatus, Event
+from .common import ReadOnlyHistoryAdmin, parse_event_id, plural, pretty_json
+from .filters import EventTypeFilter, TenantFilter
+
+DELIVERIES_SHOWN = 100
+
+
+def _deliveries_by_status(status: str) -> Subquery:
+    counted = (
+        Delivery.objects.filter(event=OuterRef("pk"), status=status)
+        .order_by()
+        .values("event")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Subquery(counted, output_field=IntegerField())
+
+
+class EventChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
+        # A payload can be 256 kB; the list never shows one.
+        return super().get_queryset(request, exclude_parameters).defer("payload")
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("webhook_id", "type", "tenant", "created_at", "delivery_summary")
+    list_filter = (EventTypeFilter, TenantFilter, ("created_at", DateFieldListFilter))
+    search_fields = ("=idempotency_key",)  # and the id; see get_search_results
+    search_help_text = "An event id (evt_… or UUID) or an idempotency key, exactly."
+    ordering = ("-created_at",)
+    sortable_by = ("created_at",)
+    change_form_template = "deliveries/admin/event_change_form.html"
+    change_list_template = "deliveries/admin/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("webhook_id", "type", "tenant", "idempotency_key", "created_at", "fanned_out_at")}),
+        ("Payload", {"fields": ("payload_pretty",)}),
+        ("Deliveries", {"fields": ("deliveries_table",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                pending_count=_deliveries_by_status(DeliveryStatus.PENDING),
+                succeeded_count=_deliveries_by_status(DeliveryStatus.SUCCEEDED),
+                failed_count=_deliveries_by_status(DeliveryStatus.FAILED),
+            )
+        )
+
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return EventChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        event_id = parse_event_id(term)
+        condition = Q(idempotency_key=term)
+        if event_id is not None:
+            condition |= Q(pk=event_id)
+        return queryset.filter(condition), False
+
+    @admin.display(description="webhook id", ordering="created_at")
+    def webhook_id(self, event: Event) -> str:
+        return event.webhook_id
+
+    @admin.display(description="deliveries")
+    def delivery_summary(self, event: Event) -> str:
+        parts = [
+            (event.succeeded_count, "succeeded", "#2e7d32"),
+            (event.failed_count, "failed", "#c62828"),
+            (event.pending_count, "pending", "#8a6d00"),
+        ]
+        shown = [(color, n, label) for n, label, color in parts if n]
+        if not shown:
+            return "none"
+        url = reverse("admin:deliveries_delivery_changelist") + f"?event={event.webhook_id}"
+        return format_html(
+            '<a href="{}">{}</a>', url, format_html_join(", ", '<span style="color:{}">{} {}</span>', shown)
+        )
+
+    @admin.display(description="payload")
+    def payload_pretty(self, event: Event) -> str:
+        return pretty_json(event.payload)
+
+    @admin.display(description="deliveries")
+    def deliveries_table(self, event: Event) -> str:
+        deliveries = list(event.deliveries.select_related("endpoint").order_by("pk")[: DELIVERIES_SHOWN + 1])
+        total = len(deliveries)
+        if total > DELIVERIES_SHOWN:
+            total = event.deliveries.count()
+        return render_to_string(
+            "deliveries/admin/event_deliveries.html",
+            {
+                "deliveries": deliveries[:DELIVERIES_SHOWN],
+                "total": total,
+                "total_text": plural(total, "delivery", "deliveries"),
+                "all_url": reverse("admin:deliveries_delivery_changelist") + f"?event={event.webhook_id}",
+            },
+        )
