@@ -35,6 +35,23 @@ class IdempotencyConflict(PublishError):
     """The idempotency key was already used for a different event type or payload."""
 
 
+MAX_PAYLOAD_DEPTH = 64
+
+
+def _nesting_depth(data: Any) -> int:
+    """How deeply dicts and lists nest in `data`, counted without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            deepest = max(deepest, depth)
+            if depth > MAX_PAYLOAD_DEPTH:
+                return depth
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def serialize_payload(data: Any) -> str:
     """The payload as JSON text, or PublishError saying why it cannot be one.
 
@@ -43,6 +60,9 @@ def serialize_payload(data: Any) -> str:
     """
     if not isinstance(data, dict):
         raise PublishError(f"payload must be a JSON object (a dict), not {type(data).__name__}")
+    if _nesting_depth(data) > MAX_PAYLOAD_DEPTH:
+        # PostgreSQL refuses deep JSON documents (stack depth) long before Python does.
+        raise PublishError(f"payload is nested too deeply to serialize (more than {MAX_PAYLOAD_DEPTH} levels)")
     try:
         text = json.dumps(data, cls=DjangoJSONEncoder, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         size = len(text.encode("utf-8"))

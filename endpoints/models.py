@@ -129,11 +129,15 @@ class Endpoint(models.Model):
                 self._initial_secret = None
 
     def clean_fields(self, exclude=None) -> None:
-        """Django's own checks let a JSON field through when it is None (the database then
-        refuses it) and crash on values json cannot write (huge integers, deep nesting): those
+        """Django's own checks let a JSON or blank text field through when it is None (the
+        database then refuses it) and crash on values json cannot write (huge integers, deep nesting): those
         become ValidationErrors here."""
         exclude = set(exclude or ())
         errors: dict[str, list[ValidationError]] = {}
+        for name in ("tenant", "description", "disabled_reason"):
+            # blank=True lets Django skip None for these NOT NULL text fields.
+            if name not in exclude and getattr(self, name) is None:
+                errors[name] = [ValidationError("This field cannot be null; use an empty string.", code="null")]
         for name in ("event_types", "headers", "sensitive_headers"):
             value = getattr(self, name)
             if name in exclude:
