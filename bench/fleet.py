@@ -15,7 +15,9 @@ from pathlib import Path
 import psutil
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-QUEUES = "webhooks.fanout,webhooks.deliveries,webhooks.maintenance"
+QUEUES = "webhooks.fanout,webhooks.deliveries,webhooks.retries,webhooks.maintenance"
+# The Procfile's fleet: `worker` (the delivery lane) and `retry_worker` (the retry lane).
+LANES = ("webhooks.fanout,webhooks.deliveries", "webhooks.retries,webhooks.maintenance")
 _SETPRIV = shutil.which("setpriv")
 # Children get SIGKILL when the benchmark dies, whatever kills it (where util-linux has setpriv).
 LAUNCHER = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
@@ -43,11 +45,21 @@ def usage(pids: list[int]) -> Usage:
 
 
 class Fleet:
-    """K worker processes on the threads pool, consuming every queue, each with the probe."""
+    """K worker processes on the threads pool, each with the probe: each consuming every queue,
+    or (`lanes`) the Procfile's two: one delivery-lane worker and one retry-lane worker."""
 
     def __init__(
-        self, count: int, concurrency: int, env: dict[str, str], log_dir: Path, name: str, loglevel: str
+        self,
+        count: int,
+        concurrency: int,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str,
+        loglevel: str,
+        lanes: bool = False,
     ) -> None:
+        self.queues = list(LANES) if lanes else [QUEUES] * count
+        count = len(self.queues)
         self.count, self.concurrency, self.log_dir, self.name = count, concurrency, log_dir, name
         self.probe_dir = log_dir / f"probe-{name}"
         self.probe_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +72,7 @@ class Fleet:
     def argv(self, index: int) -> list[str]:
         return [
             *(sys.executable, "-m", "celery", "-A", "webhooks_project", "worker"),
-            *("-P", "threads", "-c", str(self.concurrency), "-Q", QUEUES),
+            *("-P", "threads", "-c", str(self.concurrency), "-Q", self.queues[index - 1]),
             *("--loglevel", self.loglevel, "-n", f"bench-{self.name}-{index}@%h"),
             # The benchmark's only additions: its probe, and no start-up handshake between workers.
             *("--without-mingle", "-I", "bench.probe"),

@@ -38,7 +38,7 @@ class Bench:
     say: Callable[[str], None] = print
     _fleets: int = 0
 
-    def fleet(self, name: str, workers: int | None = None, **env: str) -> Fleet:
+    def fleet(self, name: str, workers: int | None = None, lanes: bool = False, **env: str) -> Fleet:
         """A new fleet on empty tables and an empty broker, started and warmed up."""
         reset_tables()
         empty_broker(self.broker_url)
@@ -51,11 +51,14 @@ class Bench:
             self.log_dir,
             f"{self._fleets}-{name}",
             self.loglevel,
+            lanes=lanes,
         )
         started = time.monotonic()
         fleet.start()
+        shape = "one per lane, as the Procfile" if lanes else "every queue each"
         self.say(
-            f"  {fleet.count} worker(s) x {self.concurrency} threads consuming in {time.monotonic() - started:.1f} s"
+            f"  {fleet.count} worker(s) x {self.concurrency} threads ({shape}) consuming in "
+            f"{time.monotonic() - started:.1f} s"
         )
         try:
             self.warm_up(fleet)

@@ -143,8 +143,9 @@ def one_fanout(bench: Bench, fleet, endpoints: list[Endpoint], paths: list[str])
 
 def hol(bench: Bench, healthy: int, rate: float, seconds: float, request_timeout: float) -> dict:
     """Head-of-line blocking: `healthy` endpoints alone, then beside one that never answers
-    (the workers' WEBHOOKS_REQUEST_TIMEOUT is `request_timeout`); every event goes to all."""
-    fleet = bench.fleet("hol", WEBHOOKS_REQUEST_TIMEOUT=str(request_timeout))
+    (the workers' WEBHOOKS_REQUEST_TIMEOUT is `request_timeout`); every event goes to all.
+    The fleet is the Procfile's: one delivery-lane worker and one retry-lane worker."""
+    fleet = bench.fleet("hol", lanes=True, WEBHOOKS_REQUEST_TIMEOUT=str(request_timeout))
     try:
         phases = {}
         for phase, bad in (("without_bad_endpoint", False), ("with_bad_endpoint", True)):

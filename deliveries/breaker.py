@@ -36,14 +36,14 @@ def may_send(endpoint: Endpoint, now: datetime) -> bool:
     return bool(took)
 
 
-def record_failure(endpoint: Endpoint, now: datetime) -> None:
-    """Count a failed attempt; the one that reaches the threshold opens the breaker."""
+def record_failure(endpoint: Endpoint, now: datetime, count: int = 1) -> None:
+    """Count `count` failed attempts; those that reach the threshold open the breaker."""
     threshold = settings.WEBHOOKS_BREAKER_THRESHOLD
     Endpoint.objects.filter(pk=endpoint.pk).update(
-        consecutive_failures=F("consecutive_failures") + 1,
+        consecutive_failures=F("consecutive_failures") + count,
         failing_since=Coalesce(F("failing_since"), Value(now)),
         paused_until=Case(
-            When(consecutive_failures__gte=threshold - 1, then=Value(now + cooldown())),
+            When(consecutive_failures__gte=threshold - count, then=Value(now + cooldown())),
             default=F("paused_until"),
         ),
     )

@@ -267,16 +267,19 @@ def _plan(items: list[_Item], existing: dict[tuple[str, str], Event]) -> tuple[l
 
 
 def _enqueue_fan_outs(event_ids: list[str]) -> None:
-    """Enqueue the fan-out of committed events over one broker connection."""
+    """Enqueue the fan-out of committed events over one broker connection: one message for
+    one event, one per WEBHOOKS_FANOUT_BATCH_SIZE events for more."""
     from .tasks import fan_out_task
 
     observe_published(len(event_ids))
     sent = 0
+    size = settings.WEBHOOKS_FANOUT_BATCH_SIZE
     try:
         with fan_out_task.app.producer_or_acquire() as producer:
-            for event_id in event_ids:
-                fan_out_task.apply_async((event_id,), producer=producer)
-                sent += 1
+            for start in range(0, len(event_ids), size):
+                batch = event_ids[start : start + size]
+                fan_out_task.apply_async((batch[0] if len(batch) == 1 else batch,), producer=producer)
+                sent += len(batch)
     except Exception:
         # The events are committed; the sweep fans out events that were never fanned out.
         logger.exception(

@@ -5,9 +5,10 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from random import SystemRandom
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +30,7 @@ SENSITIVE_HEADER_WORDS = ("signature", "auth", "token", "secret", "key", "cookie
 # Pieces of a redacted value scrubbed on their own too (a signature entry, a bearer token);
 # shorter pieces ("v1", "Bearer", a timestamp) are not secret.
 MIN_SCRUBBED_PIECE = 16
+secrets_random = SystemRandom()
 
 
 def is_sensitive_header(name: str, sensitive: Iterable[str] = ()) -> bool:
@@ -94,14 +96,16 @@ def render_body(event: Event) -> bytes:
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def claim(delivery_id: int, now: datetime) -> datetime | None:
-    """Take the lease on a due, unclaimed pending delivery; None if it is not ours to send.
+def claim(delivery_ids: list[int], now: datetime) -> datetime | None:
+    """Take the lease on those of `delivery_ids` that are due, pending and unclaimed; return the
+    lease (the claimed rows are those whose `locked_until` equals it), or None if none was ours.
 
-    One conditional UPDATE: of concurrent claimers exactly one matches the row.
+    One conditional UPDATE: of concurrent claimers exactly one matches each row. The lease
+    carries random microseconds so that two claimers in the same instant hold different values.
     """
-    lease = now + timedelta(seconds=lease_seconds())
+    lease = now + timedelta(seconds=lease_seconds(), microseconds=secrets_random.randrange(1_000_000))
     claimed = (
-        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        Delivery.objects.filter(pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .update(locked_until=lease)
     )
@@ -138,13 +142,29 @@ def _capped_headers(headers: dict[str, str], hidden: list[str] = ()) -> dict[str
     }
 
 
-def park(delivery_id: int, lease: datetime, reason: str) -> None:
-    """Keep a delivery pending without a due time, spending no attempt: it waits for its
-    endpoint to be enabled again or for the circuit breaker to release it."""
-    Delivery.objects.filter(pk=delivery_id, locked_until=lease).update(
+def park(delivery_ids: list[int], lease: datetime, reason: str) -> None:
+    """Keep deliveries pending without a due time, spending no attempt: they wait for their
+    endpoint to be enabled again or for the circuit breaker to release them."""
+    Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
         next_attempt_at=None, locked_until=None, queued_until=None, updated_at=timezone.now()
     )
-    logger.info("delivery %s parked: %s", delivery_id, reason)
+    logger.info("deliveries %s parked: %s", delivery_ids, reason)
+
+
+def release(delivery_ids: list[int], lease: datetime) -> None:
+    """Give back claimed deliveries unsent: still due, for another task to send."""
+    Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(locked_until=None)
+
+
+@dataclass
+class BatchResult:
+    """What one call of send_deliveries did: an outcome per attempt made, and the deliveries
+    it claimed but gave back unsent (`released`; `released_failing`: because their endpoint
+    just failed, rather than because the batch ran out of time)."""
+
+    outcomes: list[SendOutcome] = field(default_factory=list)
+    released: list[tuple[int, int]] = field(default_factory=list)  # (delivery id, endpoint id)
+    released_failing: bool = False
 
 
 def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> SendOutcome | None:
@@ -152,26 +172,73 @@ def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> 
 
     Returns None when there was nothing to do (not due, claimed elsewhere, finished, gone).
     """
-    lease = claim(delivery_id, timezone.now())
-    if lease is None:
-        return None
-    delivery = Delivery.objects.select_related("event", "endpoint", "endpoint__client_certificate").get(pk=delivery_id)
-    endpoint = delivery.endpoint
-    if not endpoint.is_active:
-        # Kept, not failed: enabling the endpoint makes it due again (see receivers.py).
-        park(delivery_id, lease, f"endpoint {endpoint.pk} is disabled")
-        return None
-    if not breaker.may_send(endpoint, timezone.now()):
-        park(delivery_id, lease, f"endpoint {endpoint.pk} is paused by its circuit breaker")
-        return None
+    outcomes = send_deliveries([delivery_id], trigger=trigger).outcomes
+    return outcomes[0] if outcomes else None
 
-    body = render_body(delivery.event)
+
+def send_deliveries(delivery_ids: list[int], trigger: str = AttemptTrigger.AUTOMATIC) -> BatchResult:
+    """Make one attempt at each of `delivery_ids` that is due and not being sent elsewhere.
+
+    They are claimed and loaded together; those of one endpoint are sent one after the other
+    over its kept-alive connection, and recorded together. A batch stops early, giving the
+    rest back (BatchResult.released), when a send fails (the endpoint is in trouble: the rest
+    go to the retry lane) or after WEBHOOKS_SEND_BATCH_SECONDS (a slow endpoint must not hold a
+    worker thread for the length of the whole batch).
+    """
+    result = BatchResult()
+    lease = claim(list(delivery_ids), timezone.now())
+    if lease is None:
+        return result
+    claimed = Delivery.objects.select_related("event", "endpoint", "endpoint__client_certificate").filter(
+        pk__in=delivery_ids, locked_until=lease
+    )
+    by_endpoint: dict[int, list[Delivery]] = {}
+    for delivery in claimed.order_by("pk"):
+        by_endpoint.setdefault(delivery.endpoint_id, []).append(delivery)
+    for group in by_endpoint.values():
+        _send_group(group, lease, trigger, result)
+    return result
+
+
+def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: BatchResult) -> None:
+    """Send the claimed deliveries of one endpoint, in order, and record them."""
+    endpoint = group[0].endpoint
+    for delivery in group:
+        delivery.endpoint = endpoint  # one instance: one breaker state, one secrets lookup
+    ids = [delivery.pk for delivery in group]
+    if not endpoint.is_active:
+        # Kept, not failed: enabling the endpoint makes them due again (see receivers.py).
+        park(ids, lease, f"endpoint {endpoint.pk} is disabled")
+        return
+    probing = endpoint.paused_until is not None
+    if not breaker.may_send(endpoint, timezone.now()):
+        park(ids, lease, f"endpoint {endpoint.pk} is paused by its circuit breaker")
+        return
+    if probing and len(group) > 1:
+        # The breaker lets one probe through; the rest wait parked for its verdict.
+        park(ids[1:], lease, f"endpoint {endpoint.pk} is being probed by its circuit breaker")
+        group = group[:1]
+
     secrets = endpoint.live_secrets()
-    headers = build_headers(delivery, body, secrets, int(time.time()))
-    started_at = timezone.now()
     client_certificate = getattr(endpoint, "client_certificate", None)  # None: no mTLS
-    result = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
-    return record_attempt(delivery, lease, trigger, started_at, headers, result, secrets=secrets)
+    policy = RetryPolicy.from_settings()
+    stop_at = time.monotonic() + settings.WEBHOOKS_SEND_BATCH_SECONDS
+    made: list[_Attempt] = []
+    rest: list[Delivery] = []
+    for index, delivery in enumerate(group):
+        body = render_body(delivery.event)
+        headers = build_headers(delivery, body, secrets, int(time.time()))
+        started_at = timezone.now()
+        sent = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
+        made.append(_assess(delivery, trigger, started_at, headers, sent, secrets, policy))
+        if made[-1].verdict != Verdict.SUCCEEDED or time.monotonic() > stop_at:
+            rest = group[index + 1 :]
+            break
+    result.outcomes += _record(made, lease, trigger)
+    if rest:
+        release([delivery.pk for delivery in rest], lease)
+        result.released += [(delivery.pk, delivery.endpoint_id) for delivery in rest]
+        result.released_failing = result.released_failing or made[-1].verdict != Verdict.SUCCEEDED
 
 
 def _announce(delivery: Delivery, attempt: DeliveryAttempt, status: str, reason: str) -> None:
@@ -191,6 +258,21 @@ def _announce(delivery: Delivery, attempt: DeliveryAttempt, status: str, reason:
     transaction.on_commit(send)
 
 
+@dataclass
+class _Attempt:
+    """One attempt made, assessed, not yet written."""
+
+    delivery: Delivery
+    row: DeliveryAttempt
+    verdict: str
+    status: str
+    changes: dict  # the Delivery's new field values
+    retry_at: datetime | None
+    started_at: datetime
+    due_at: datetime | None  # when the attempt was due (its lateness is a metric)
+    result: transport.Result
+
+
 def record_attempt(
     delivery: Delivery,
     lease: datetime,
@@ -200,16 +282,28 @@ def record_attempt(
     result: transport.Result,
     secrets: Iterable[str] = (),
 ) -> SendOutcome:
-    """Write the attempt and the delivery's new state in one transaction.
+    """Write one attempt and the delivery's new state in one transaction."""
+    assessed = _assess(delivery, trigger, started_at, headers, result, secrets, RetryPolicy.from_settings())
+    return _record([assessed], lease, trigger)[0]
 
-    Nothing secret is stored: sensitive request headers are redacted, and the signatures,
+
+def _assess(
+    delivery: Delivery,
+    trigger: str,
+    started_at: datetime,
+    headers: CaseInsensitiveDict,
+    result: transport.Result,
+    secrets: Iterable[str],
+    policy: RetryPolicy,
+) -> _Attempt:
+    """The verdict on one attempt, its row and the delivery's new state.
+
+    Nothing secret is kept: sensitive request headers are redacted, and the signatures,
     sensitive header values and `secrets` are scrubbed from the receiver's answer.
     """
-    policy = RetryPolicy.from_settings()
     sensitive = delivery.endpoint.sensitive_headers or []
     hidden = scrubbed_values(headers, sensitive, secrets)
     number = delivery.attempt_count + 1
-    due_at = delivery.next_attempt_at
     response = result.response
     now = timezone.now()
     retry_after = None
@@ -237,48 +331,87 @@ def record_attempt(
         Verdict.SUCCEEDED: DeliveryStatus.SUCCEEDED,
         Verdict.RETRY: DeliveryStatus.PENDING,
     }.get(verdict, DeliveryStatus.FAILED)
+    row = DeliveryAttempt(
+        delivery=delivery,
+        number=number,
+        trigger=trigger,
+        started_at=started_at,
+        duration_ms=result.duration_ms,
+        request_headers=redact_headers(headers, sensitive),
+        response_status=response.status if response else None,
+        response_headers=_capped_headers(response.headers, hidden) if response else {},
+        response_body=scrub(_clean_text(response.body.decode("utf-8", "replace")), hidden) if response else "",
+        error_class=result.error.error_class if result.error else "",
+        error_message=scrub(_clean_text(result.error.message), hidden) if result.error else "",
+        outcome=verdict,
+    )
+    changes = {
+        "status": status,
+        "attempt_count": number,
+        "next_attempt_at": next_attempt_at,
+        "locked_until": None,
+        "queued_until": queued_until,
+        "last_status_code": response.status if response else None,
+        "last_error": _clean_text(last_error)[:1000],
+    }
+    return _Attempt(delivery, row, verdict, status, changes, retry_at, started_at, delivery.next_attempt_at, result)
 
+
+def _record(made: list[_Attempt], lease: datetime, trigger: str) -> list[SendOutcome]:
+    """Write attempts of one endpoint and their deliveries' new states in one transaction:
+    one INSERT for the attempts, one UPDATE per distinct new state (a batch of successes
+    shares one), and the circuit breaker's count. A delivery whose lease lapsed meanwhile
+    (another holder took it) keeps its attempt row but not our state."""
+    if not made:
+        return []
+    endpoint = made[0].delivery.endpoint
+    now = timezone.now()
     with transaction.atomic():
-        attempt = DeliveryAttempt.objects.create(
-            delivery=delivery,
-            number=number,
-            trigger=trigger,
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            request_headers=redact_headers(headers, sensitive),
-            response_status=response.status if response else None,
-            response_headers=_capped_headers(response.headers, hidden) if response else {},
-            response_body=scrub(_clean_text(response.body.decode("utf-8", "replace")), hidden) if response else "",
-            error_class=result.error.error_class if result.error else "",
-            error_message=scrub(_clean_text(result.error.message), hidden) if result.error else "",
-            outcome=verdict,
-        )
-        updated = Delivery.objects.filter(pk=delivery.pk, locked_until=lease).update(
-            status=status,
-            attempt_count=number,
-            next_attempt_at=next_attempt_at,
-            locked_until=None,
-            queued_until=queued_until,
-            last_status_code=response.status if response else None,
-            last_error=_clean_text(last_error)[:1000],
-            updated_at=now,
-        )
-        if updated:
-            delivery.status, delivery.attempt_count, delivery.next_attempt_at = status, number, next_attempt_at
-            delivery.last_status_code = response.status if response else None
-            delivery.last_error, delivery.locked_until, delivery.queued_until = last_error, None, queued_until
-            _announce(delivery, attempt, status, last_error)
-        else:
-            logger.warning(
-                "delivery %s: lease lapsed during attempt %s; state left to the new holder", delivery.pk, number
+        DeliveryAttempt.objects.bulk_create([attempt.row for attempt in made])
+        ids = [attempt.delivery.pk for attempt in made]
+        if len(made) > 1:
+            held = set(
+                Delivery.objects.select_for_update().filter(pk__in=ids, locked_until=lease).values_list("pk", flat=True)
             )
-        if verdict == Verdict.SUCCEEDED:
-            breaker.record_success(delivery.endpoint, now)
         else:
-            breaker.record_failure(delivery.endpoint, now)
-        if verdict == Verdict.GONE:
-            delivery.endpoint.disable(f"410 Gone on delivery {delivery.pk} at {now:%Y-%m-%d %H:%M:%S}Z")
+            held = set(ids)
+        same: dict[tuple, list[int]] = {}
+        for attempt in made:
+            if attempt.delivery.pk in held:
+                same.setdefault(tuple(attempt.changes.items()), []).append(attempt.delivery.pk)
+        for changes, delivery_ids in same.items():
+            updated = Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
+                **dict(changes), updated_at=now
+            )
+            if len(made) == 1 and not updated:
+                held = set()
+        for attempt in made:
+            delivery = attempt.delivery
+            if delivery.pk in held:
+                for name, value in attempt.changes.items():
+                    setattr(delivery, name, value)
+                _announce(delivery, attempt.row, attempt.status, attempt.changes["last_error"])
+            else:
+                logger.warning(
+                    "delivery %s: lease lapsed during attempt %s; state left to the new holder",
+                    delivery.pk,
+                    attempt.row.number,
+                )
+        failures = sum(attempt.verdict != Verdict.SUCCEEDED for attempt in made)
+        if failures < len(made):
+            breaker.record_success(endpoint, now)
+        if failures:
+            breaker.record_failure(endpoint, now, count=failures)
+        if any(attempt.verdict == Verdict.GONE for attempt in made):
+            gone = next(attempt.delivery.pk for attempt in made if attempt.verdict == Verdict.GONE)
+            endpoint.disable(f"410 Gone on delivery {gone} at {now:%Y-%m-%d %H:%M:%S}Z")
+    return [_observe(attempt, trigger) for attempt in made]
 
+
+def _observe(made: _Attempt, trigger: str) -> SendOutcome:
+    """Metrics and the log line of one recorded attempt."""
+    delivery, verdict, result, started_at = made.delivery, made.verdict, made.result, made.started_at
+    response, number, due_at = result.response, made.row.number, made.due_at
     # Lateness means nothing for an operator's retry or a replay.
     lag = (started_at - due_at).total_seconds() if trigger == AttemptTrigger.AUTOMATIC and due_at else None
     observe_attempt(verdict, result.duration_ms / 1000, lag)
@@ -293,4 +426,4 @@ def record_attempt(
         result.duration_ms,
         result.error.error_class if result.error else "-",
     )
-    return SendOutcome(delivery.pk, verdict, number, retry_at)
+    return SendOutcome(delivery.pk, verdict, number, made.retry_at)

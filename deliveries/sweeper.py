@@ -10,6 +10,7 @@ still sent once, because sending starts by claiming it.
 """
 
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -21,21 +22,35 @@ from .models import Delivery, DeliveryStatus, Event
 
 def take_due_deliveries(limit: int) -> list[int]:
     """Mark up to `limit` due, unclaimed, unqueued deliveries as queued and return their ids."""
+    return [due.id for due in take_due(limit)]
+
+
+class Due(NamedTuple):
+    """A delivery to enqueue: where it goes and in which lane (see tasks.enqueue_due)."""
+
+    id: int
+    endpoint_id: int
+    retry_lane: bool  # a retry, or its endpoint is failing
+
+
+def take_due(limit: int) -> list[Due]:
+    """Mark up to `limit` due, unclaimed, unqueued deliveries as queued and return them."""
     now = timezone.now()
     with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
             .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
             .filter(Q(queued_until__isnull=True) | Q(queued_until__lt=now))
             .order_by("next_attempt_at")
-            .values_list("id", flat=True)[:limit]
+            .values_list("id", "endpoint_id", "attempt_count", "endpoint__consecutive_failures")[:limit]
         )
+        ids = [row[0] for row in rows]
         if ids:
             Delivery.objects.filter(id__in=ids).update(
                 queued_until=now + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
             )
-    return ids
+    return [Due(pk, endpoint_id, bool(attempts or failures)) for pk, endpoint_id, attempts, failures in rows]
 
 
 def events_never_fanned_out(limit: int) -> list[str]:

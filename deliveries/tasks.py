@@ -2,6 +2,11 @@
 
 Every task takes ids, never payloads: PostgreSQL holds the truth, a message only says
 "look at X now". Every task is safe to run twice.
+
+Two lanes carry sends: first attempts to healthy endpoints go to `webhooks.deliveries`;
+retries, and every send to an endpoint that has just failed, go to `webhooks.retries`. A fleet
+gives each lane its own workers (Procfile), so an endpoint that times out only ever occupies
+the retry lane's threads.
 """
 
 import logging
@@ -11,57 +16,108 @@ from datetime import datetime
 from celery import shared_task
 from django.conf import settings
 
+from webhooks_project.celery import DELIVERY_QUEUE, RETRY_QUEUE
+
 from .breaker import release_after_pauses
-from .fanout import fan_out
+from .fanout import fan_out_events
 from .health import check_health
 from .models import AttemptTrigger
 from .retention import retention_task  # noqa: F401  (registers deliveries.retention)
-from .sending import send_delivery
-from .sweeper import events_never_fanned_out, take_due_deliveries
+from .sending import BatchResult, send_deliveries
+from .sweeper import Due, events_never_fanned_out, take_due
 
 logger = logging.getLogger(__name__)
 
 
-def enqueue_sends(delivery_ids: Iterable[int], eta: datetime | None = None, trigger: str | None = None) -> int:
+def enqueue_sends(
+    delivery_ids: Iterable[int], eta: datetime | None = None, trigger: str | None = None, queue: str | None = None
+) -> int:
     """Publish one send message per delivery over one broker connection; return how many.
 
     `trigger` (an AttemptTrigger, e.g. "manual") is recorded on the attempt; automatic sends
-    leave it out, so their messages stay exactly as before.
-
-    A failed publish is logged, not raised: the delivery row still says it is due, and the
-    sweep enqueues it again once its `queued_until` has passed.
+    leave it out. `queue`: the lane (default: the delivery lane).
     """
-    sent = 0
-    ids = list(delivery_ids)
-    if not ids:
-        return 0
     kwargs = {"trigger": trigger} if trigger and trigger != AttemptTrigger.AUTOMATIC else None
+    return _publish([[delivery_id] for delivery_id in delivery_ids], queue, eta=eta, kwargs=kwargs)
+
+
+def enqueue_due(due: Iterable[Due]) -> int:
+    """Publish the sends of due deliveries: those of one endpoint and lane in batches of
+    WEBHOOKS_SEND_BATCH_SIZE (one message each), over one broker connection; return how many
+    deliveries were enqueued."""
+    size = settings.WEBHOOKS_SEND_BATCH_SIZE
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for item in due:
+        groups.setdefault((item.endpoint_id, item.retry_lane), []).append(item.id)
+    sent = 0
+    for (_, retry_lane), ids in groups.items():
+        queue = RETRY_QUEUE if retry_lane else DELIVERY_QUEUE
+        sent += _publish([ids[i : i + size] for i in range(0, len(ids), size)], queue)
+    return sent
+
+
+def _publish(batches: list[list[int]], queue: str | None, eta: datetime | None = None, kwargs=None) -> int:
+    """One message per batch (`deliveries.send` for one delivery, `deliveries.send_many` for
+    more); return how many deliveries were enqueued.
+
+    A failed publish is logged, not raised: the delivery rows still say they are due, and the
+    sweep enqueues them again once their `queued_until` has passed.
+    """
+    total = sum(len(batch) for batch in batches)
+    sent = 0
+    if not total:
+        return 0
     try:
         with send_delivery_task.app.producer_or_acquire() as producer:
-            for delivery_id in ids:
-                send_delivery_task.apply_async((delivery_id,), kwargs=kwargs, eta=eta, producer=producer)
-                sent += 1
+            for batch in batches:
+                if len(batch) == 1:
+                    task, args = send_delivery_task, (batch[0],)
+                else:
+                    task, args = send_many_task, (batch,)
+                task.apply_async(args, kwargs=kwargs, eta=eta, queue=queue or DELIVERY_QUEUE, producer=producer)
+                sent += len(batch)
     except Exception:
-        logger.exception("could not enqueue %s of %s deliveries; the sweep will retry", len(ids) - sent, len(ids))
+        logger.exception("could not enqueue %s of %s deliveries; the sweep will retry", total - sent, total)
     return sent
 
 
 @shared_task(name="deliveries.fan_out", acks_late=True, ignore_result=True)
-def fan_out_task(event_id: str) -> int:
-    """Create an event's deliveries and enqueue them."""
-    return enqueue_sends(fan_out(event_id))
+def fan_out_task(event_ids: str | list[str]) -> int:
+    """Create the deliveries of an event (an id) or of several (a list) and enqueue them."""
+    deliveries = fan_out_events([event_ids] if isinstance(event_ids, str) else event_ids)
+    return enqueue_due(
+        Due(delivery.pk, delivery.endpoint_id, delivery.endpoint.consecutive_failures > 0)
+        for delivery in deliveries
+        if delivery.next_attempt_at is not None
+    )
 
 
 @shared_task(name="deliveries.send", acks_late=True, ignore_result=True)
 def send_delivery_task(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> str | None:
     """Try one delivery now; a soon retry goes back to the broker with an ETA, a later one waits
     in the database for the sweep. `trigger` says who asked (an operator's retry: "manual")."""
-    outcome = send_delivery(delivery_id, trigger=trigger)
-    if outcome is None:
-        return None
-    if outcome.retry_at is not None:
-        enqueue_sends([delivery_id], eta=outcome.retry_at)
-    return outcome.verdict
+    batch = send_deliveries([delivery_id], trigger=trigger)
+    _follow_up(batch)
+    return batch.outcomes[0].verdict if batch.outcomes else None
+
+
+@shared_task(name="deliveries.send_many", acks_late=True, ignore_result=True)
+def send_many_task(delivery_ids: list[int], trigger: str = AttemptTrigger.AUTOMATIC) -> dict[str, int]:
+    """Try several deliveries now (usually of one endpoint, over one connection)."""
+    batch = send_deliveries(delivery_ids, trigger=trigger)
+    _follow_up(batch)
+    verdicts: dict[str, int] = {}
+    for outcome in batch.outcomes:
+        verdicts[outcome.verdict] = verdicts.get(outcome.verdict, 0) + 1
+    return verdicts
+
+
+def _follow_up(batch: BatchResult) -> None:
+    """Soon retries back to the broker with their ETA; a batch's unsent rest back to a lane."""
+    for outcome in batch.outcomes:
+        if outcome.retry_at is not None:
+            enqueue_sends([outcome.delivery_id], eta=outcome.retry_at, queue=RETRY_QUEUE)
+    enqueue_due(Due(pk, endpoint_id, batch.released_failing) for pk, endpoint_id in batch.released)
 
 
 @shared_task(name="deliveries.sweep_due", ignore_result=True)
@@ -70,16 +126,17 @@ def sweep_due_task() -> dict[str, int]:
     batch_size = settings.WEBHOOKS_SWEEP_BATCH_SIZE
     events = events_never_fanned_out(batch_size)
     try:
-        for event_id in events:
-            fan_out_task.apply_async((event_id,))
+        fan_out_size = settings.WEBHOOKS_FANOUT_BATCH_SIZE
+        for start in range(0, len(events), fan_out_size):
+            fan_out_task.apply_async((events[start : start + fan_out_size],))
     except Exception:
         logger.exception("sweep: could not enqueue fan-out; the next sweep retries")
     released = release_after_pauses()
     queued = 0
     for _ in range(20):  # at most 20 batches a run; the next run goes on
-        ids = take_due_deliveries(batch_size)
-        queued += enqueue_sends(ids)
-        if len(ids) < batch_size:
+        due = take_due(batch_size)
+        queued += enqueue_due(due)
+        if len(due) < batch_size:
             break
     if queued or events or released:
         logger.info(

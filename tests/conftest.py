@@ -66,6 +66,19 @@ def celery_worker(transactional_db) -> Iterator[object]:
     ) as worker:
         yield worker
     flush_broker()
+    close_worker_connections()
+
+
+def close_worker_connections() -> None:
+    """Close the database sessions the stopped worker's threads kept (workers keep one per
+    thread across tasks, webhooks_project/celery.py); else they outlive the test."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+        )
 
 
 def wait_until(

@@ -27,9 +27,9 @@ import redis
 
 from tests.conftest import wait_until
 from tests.receiver import Receiver, _Handler, _Server
+from webhooks_project.celery import QUEUES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-QUEUES = ("webhooks.fanout", "webhooks.deliveries", "webhooks.maintenance")
 _SETPRIV = shutil.which("setpriv")
 
 # The settings every child process runs with: short intervals so that recovery fits in a test.

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhooks_project.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, app
+from webhooks_project.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, RETRY_QUEUE, app
 
 ROOT = Path(__file__).resolve().parent.parent
-PROCESS_TYPES = ("web", "worker", "beat")
+PROCESS_TYPES = ("web", "worker", "retry_worker", "beat")
+WORKERS = ("worker", "retry_worker")
 PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
 
@@ -93,18 +94,29 @@ def test_dockerfile_runs_as_a_non_root_user():
     assert users[-1] not in ("root", "0")
 
 
-def test_worker_uses_the_threads_pool():
-    args = shlex.split(read_procfile()["worker"])
+@pytest.mark.parametrize("process", WORKERS)
+def test_workers_use_the_threads_pool(process):
+    args = shlex.split(read_procfile()[process])
     assert args[:4] == ["celery", "-A", "webhooks_project", "worker"]
     assert option(args, "-P", "--pool") == "threads"
 
 
-def test_worker_consumes_every_queue_of_the_celery_app():
-    args = shlex.split(read_procfile()["worker"])
-    queues = set(option(args, "-Q", "--queues").split(","))
-    assert queues == {FANOUT_QUEUE, DELIVERY_QUEUE, MAINTENANCE_QUEUE}
-    assert queues == {queue.name for queue in app.conf.task_queues}
-    assert {route["queue"] for route in app.conf.task_routes.values()} <= queues
+def queues_of(process: str) -> set[str]:
+    return set(option(shlex.split(read_procfile()[process]), "-Q", "--queues").split(","))
+
+
+def test_the_workers_together_consume_every_queue_of_the_celery_app():
+    assert queues_of("worker") | queues_of("retry_worker") == {queue.name for queue in app.conf.task_queues}
+    assert {route["queue"] for route in app.conf.task_routes.values()} <= queues_of("worker") | queues_of(
+        "retry_worker"
+    )
+
+
+def test_first_attempts_and_retries_have_workers_of_their_own():
+    # Head-of-line isolation: a timing-out endpoint's sends (retry lane) never take the threads
+    # that serve first attempts to healthy endpoints (delivery lane).
+    assert queues_of("worker") == {FANOUT_QUEUE, DELIVERY_QUEUE}
+    assert queues_of("retry_worker") == {RETRY_QUEUE, MAINTENANCE_QUEUE}
 
 
 def test_exactly_one_beat_runs():

@@ -189,13 +189,23 @@ def test_everything_pending_is_delivered_after_redis_restarts_empty(processes, r
     fan_out_only.terminate()
     # ...and 4 more events published with no worker at all, so their fan-out messages wait too
     not_fanned_out = processes.publish(broker, 4, "waiting")
-    assert broker.queue_lengths() == {"webhooks.fanout": 4, "webhooks.deliveries": 4, "webhooks.maintenance": 0}
+    assert broker.queue_lengths() == {
+        "webhooks.fanout": 4,
+        "webhooks.deliveries": 4,
+        "webhooks.retries": 0,
+        "webhooks.maintenance": 0,
+    }
     assert receiver.received() == []
 
     # When Redis is restarted and comes back empty
     broker.kill()
     broker.start()
-    assert broker.queue_lengths() == {"webhooks.fanout": 0, "webhooks.deliveries": 0, "webhooks.maintenance": 0}
+    assert broker.queue_lengths() == {
+        "webhooks.fanout": 0,
+        "webhooks.deliveries": 0,
+        "webhooks.retries": 0,
+        "webhooks.maintenance": 0,
+    }
     # and a worker and beat start
     started_at = time.monotonic()
     processes.worker(broker)

@@ -224,6 +224,13 @@ WEBHOOKS_MAX_RESPONSE_BYTES = env_int("WEBHOOKS_MAX_RESPONSE_BYTES", 20 * 1024)
 WEBHOOKS_SWEEP_INTERVAL = env_float("WEBHOOKS_SWEEP_INTERVAL", 15.0)
 WEBHOOKS_SWEEP_BATCH_SIZE = env_int("WEBHOOKS_SWEEP_BATCH_SIZE", 500)
 WEBHOOKS_REQUEUE_AFTER = env_float("WEBHOOKS_REQUEUE_AFTER", 120.0)
+# Batching (README "Performance"): publish_many() fans out this many events per task; the
+# deliveries one fan-out makes for one endpoint are sent by one task, this many at a time, over
+# one kept-alive connection, for at most WEBHOOKS_SEND_BATCH_SECONDS before the rest go back to
+# the queue (so a slow endpoint never keeps a worker thread long). 1 turns batching off.
+WEBHOOKS_FANOUT_BATCH_SIZE = env_int("WEBHOOKS_FANOUT_BATCH_SIZE", 100)
+WEBHOOKS_SEND_BATCH_SIZE = env_int("WEBHOOKS_SEND_BATCH_SIZE", 20)
+WEBHOOKS_SEND_BATCH_SECONDS = env_float("WEBHOOKS_SEND_BATCH_SECONDS", 1.0)
 # A claim (lease) lasts connect + request timeout + this margin; it only lapses if the worker died.
 WEBHOOKS_CLAIM_MARGIN = env_float("WEBHOOKS_CLAIM_MARGIN", 60.0)
 WEBHOOKS_USER_AGENT = os.environ.get("WEBHOOKS_USER_AGENT", "django-webhook-sender/0.1")
@@ -255,6 +262,11 @@ EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backend
 
 if WEBHOOKS_REQUEST_TIMEOUT <= 0 or WEBHOOKS_CONNECT_TIMEOUT <= 0:
     raise ImproperlyConfigured("WEBHOOKS_REQUEST_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be positive.")
+if WEBHOOKS_FANOUT_BATCH_SIZE < 1 or WEBHOOKS_SEND_BATCH_SIZE < 1 or WEBHOOKS_SEND_BATCH_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "WEBHOOKS_FANOUT_BATCH_SIZE and WEBHOOKS_SEND_BATCH_SIZE must be at least 1, "
+        "WEBHOOKS_SEND_BATCH_SECONDS positive."
+    )
 if not 0 <= WEBHOOKS_RETRY_JITTER < 1:
     raise ImproperlyConfigured("WEBHOOKS_RETRY_JITTER must be in [0, 1).")
 if not CELERY_BROKER_URL.startswith("filesystem://") and (

@@ -27,6 +27,7 @@ from deliveries.demo_processes import Processes, shown
 from deliveries.demo_receiver import DemoReceiver
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from endpoints.models import Endpoint
+from webhooks_project.celery import QUEUES
 
 DEMO_RETRY_SCHEDULE = "1,2,4"
 EVENT_TYPES = ("order.created", "order.paid", "invoice.paid")
@@ -115,7 +116,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         out.write(f"  database    {shown(Path(settings.DATABASES['default']['NAME']))} (migrated)")
         password = self._reset_admin()
-        queues = "webhooks.fanout,webhooks.deliveries,webhooks.maintenance"
+        queues = ",".join(QUEUES)  # one worker serves every lane in the demo
         worker_log = processes.start(
             "worker", [*CELERY, "worker", "-P", "threads", "-c", "8", "-Q", queues, "--loglevel", "WARNING"]
         )
