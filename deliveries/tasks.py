@@ -15,6 +15,7 @@ from datetime import datetime
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from webhooks_project.celery import DELIVERY_QUEUE, RETRY_QUEUE
 
@@ -27,6 +28,15 @@ from .sending import BatchResult, send_deliveries
 from .sweeper import Due, events_never_fanned_out, take_due
 
 logger = logging.getLogger(__name__)
+
+# Workers keep their database connections across tasks (webhooks_project/celery.py). When the
+# server dropped one (a restart, a failover, a pooler's idle timeout), the task that finds it
+# fails with one of these, the connection is closed after it, and the task runs again a second
+# later on a fresh one: a dropped connection costs a second, not a sweep interval.
+DATABASE_RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_kwargs": {"max_retries": 3, "countdown": 1},
+}
 
 
 def enqueue_sends(
@@ -81,7 +91,7 @@ def _publish(batches: list[list[int]], queue: str | None, eta: datetime | None =
     return sent
 
 
-@shared_task(name="deliveries.fan_out", acks_late=True, ignore_result=True)
+@shared_task(name="deliveries.fan_out", acks_late=True, ignore_result=True, **DATABASE_RETRY)
 def fan_out_task(event_ids: str | list[str]) -> int:
     """Create the deliveries of an event (an id) or of several (a list) and enqueue them."""
     deliveries = fan_out_events([event_ids] if isinstance(event_ids, str) else event_ids)
@@ -92,7 +102,7 @@ def fan_out_task(event_ids: str | list[str]) -> int:
     )
 
 
-@shared_task(name="deliveries.send", acks_late=True, ignore_result=True)
+@shared_task(name="deliveries.send", acks_late=True, ignore_result=True, **DATABASE_RETRY)
 def send_delivery_task(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> str | None:
     """Try one delivery now; a soon retry goes back to the broker with an ETA, a later one waits
     in the database for the sweep. `trigger` says who asked (an operator's retry: "manual")."""
@@ -101,7 +111,7 @@ def send_delivery_task(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC
     return batch.outcomes[0].verdict if batch.outcomes else None
 
 
-@shared_task(name="deliveries.send_many", acks_late=True, ignore_result=True)
+@shared_task(name="deliveries.send_many", acks_late=True, ignore_result=True, **DATABASE_RETRY)
 def send_many_task(delivery_ids: list[int], trigger: str = AttemptTrigger.AUTOMATIC) -> dict[str, int]:
     """Try several deliveries now (usually of one endpoint, over one connection)."""
     batch = send_deliveries(delivery_ids, trigger=trigger)
