@@ -339,15 +339,18 @@ def post(
     try:
         # Inside the try: an unusable key is an SSLError of this attempt.
         _local.client_context = _client_context(client_certificate) if client_certificate is not None else None
-        response = session.post(
-            url,
-            data=body,
-            headers=headers,
+        # Prepared here and sent as is: Session.request() would merge cookies, proxies and
+        # environment settings we never use, at a third of the client's CPU per request.
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=body)
+        response = session.send(
+            prepared,
             timeout=(connect_timeout, timeout),
             allow_redirects=False,
             stream=True,
             verify=settings.WEBHOOKS_CA_BUNDLE or True,
             cert=None,
+            proxies={},
         )
         try:
             content, truncated = _read_capped(response, deadline, cap)
