@@ -93,13 +93,40 @@ def _publish(batches: list[list[int]], queue: str | None, eta: datetime | None =
 
 @shared_task(name="deliveries.fan_out", acks_late=True, ignore_result=True, **DATABASE_RETRY)
 def fan_out_task(event_ids: str | list[str]) -> int:
-    """Create the deliveries of an event (an id) or of several (a list) and enqueue them."""
+    """Create the deliveries of an event (an id) or of several (a list) and enqueue them.
+
+    With WEBHOOKS_FANOUT_SENDS_FIRST_BATCH (default on) the task sends the first batch of a
+    healthy endpoint itself, after enqueueing the rest: for the common event with one or a few
+    subscribers that saves a task and a trip through the broker per delivery. Returns how
+    many deliveries were enqueued or sent.
+    """
     deliveries = fan_out_events([event_ids] if isinstance(event_ids, str) else event_ids)
-    return enqueue_due(
+    due = [
         Due(delivery.pk, delivery.endpoint_id, delivery.endpoint.consecutive_failures > 0)
         for delivery in deliveries
         if delivery.next_attempt_at is not None
-    )
+    ]
+    first = _first_batch(due) if settings.WEBHOOKS_FANOUT_SENDS_FIRST_BATCH else []
+    queued = enqueue_due(item for item in due if item not in first)
+    if first:
+        try:
+            batch = send_deliveries([item.id for item in first])
+        except Exception:
+            # The deliveries are committed: hand them to a send task (a lease this attempt may
+            # have taken lapses like a dead worker's, then the sweep re-sends).
+            logger.exception("fan-out: sending %s deliveries here failed; enqueueing them", len(first))
+            return queued + enqueue_due(first)
+        _follow_up(batch)
+    return queued + len(first)
+
+
+def _first_batch(due: list[Due]) -> list[Due]:
+    """The first endpoint's first-attempt deliveries, at most one send batch of them."""
+    first = next((item for item in due if not item.retry_lane), None)
+    if first is None:
+        return []
+    same = [item for item in due if item.endpoint_id == first.endpoint_id and not item.retry_lane]
+    return same[: settings.WEBHOOKS_SEND_BATCH_SIZE]
 
 
 @shared_task(name="deliveries.send", acks_late=True, ignore_result=True, **DATABASE_RETRY)

@@ -1,5 +1,6 @@
 """Real processes for the fault tests: a private Redis, Celery workers, beat, a publishing "web
-process", and receivers that can be scripted to be slow or to appear late.
+process", and receivers that can be scripted to be slow or to appear late. The workers, beat and
+the publisher can also run on RabbitMQ (`RabbitMQ`: a virtual host of the machine's server).
 
 Every process is started in a session of its own and, where `setpriv` exists, with a parent-death
 signal, so nothing outlives the test run even if pytest itself is killed. `Processes.close()` kills
@@ -23,11 +24,14 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import amqp.exceptions
+import kombu
 import redis
 
 from tests.conftest import wait_until
 from tests.receiver import Receiver, _Handler, _Server
 from webhooks_project.celery import QUEUES
+from webhooks_project.celery import app as celery_app
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 _SETPRIV = shutil.which("setpriv")
@@ -167,6 +171,13 @@ class RedisServer(Child):
         client = self.client()
         return {queue: client.llen(queue) for queue in QUEUES}
 
+    def consuming(self) -> bool:
+        """Whether some worker is blocked reading the queues (BRPOP)."""
+        try:
+            return any(client.get("cmd") == "brpop" for client in self.client().client_list())
+        except redis.RedisError:
+            return False
+
     def messages(self) -> list[dict[str, Any]]:
         """Every task message in the broker, waiting in a queue or held unacknowledged (ETAs
         included), as {"task", "args", "eta", "where"}."""
@@ -185,6 +196,102 @@ class RedisServer(Child):
             }
             for where, message in found
         ]
+
+
+class RabbitMQUnavailable(Exception):
+    """RabbitMQ does not answer, or the virtual host cannot be had; the message says which."""
+
+
+class RabbitMQ:
+    """A virtual host of the RabbitMQ server on 127.0.0.1:5672 (guest/guest), a broker of its own
+    for one test run. Unlike Redis it is not started per test: `purge()` empties its webhook queues.
+    Messages a consumer holds unacknowledged are not visible here; RabbitMQ requeues them when the
+    consumer's connection closes."""
+
+    def __init__(self, vhost: str, host: str = "127.0.0.1", port: int = 5672) -> None:
+        self.vhost, self.host, self.port = vhost, host, port
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/{self.vhost}"
+
+    def connection(self) -> kombu.Connection:
+        return kombu.Connection(self.url, connect_timeout=2)
+
+    def ensure_vhost(self) -> "RabbitMQ":
+        """Check that the virtual host can be used, creating it with `rabbitmqctl` (root only)
+        when it cannot; raise RabbitMQUnavailable saying why when that fails."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2):
+                pass
+        except OSError as error:
+            raise RabbitMQUnavailable(f"RabbitMQ does not answer on {self.host}:{self.port} ({error})") from None
+        try:
+            self.queue_stats()
+            return self
+        except (amqp.exceptions.NotAllowed, amqp.exceptions.AccessRefused):
+            pass  # no such virtual host, or guest may not use it
+        except (amqp.exceptions.AMQPError, OSError) as error:
+            raise RabbitMQUnavailable(f"RabbitMQ on {self.host}:{self.port} does not work: {error!r}") from None
+        commands = [
+            ["rabbitmqctl", "add_vhost", self.vhost],
+            ["rabbitmqctl", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
+        ]
+        outputs = []
+        for command in commands:
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+                outputs.append(f"$ {' '.join(command)} -> exit {done.returncode}: {done.stderr.strip()[-300:]}")
+            except (OSError, subprocess.TimeoutExpired) as error:
+                outputs.append(f"$ {' '.join(command)} -> {error}")
+        try:
+            self.queue_stats()
+        except (amqp.exceptions.AMQPError, OSError) as error:
+            tried = "\n".join(outputs)
+            raise RabbitMQUnavailable(
+                f"RabbitMQ answers, but virtual host {self.vhost!r} cannot be used by guest ({error}); "
+                f"creating it (as root) gave:\n{tried}"
+            ) from None
+        return self
+
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        """{queue: (messages ready, consumers)} for the webhook queues, declared as the Celery app
+        declares them (exchange, binding) if they do not exist yet."""
+        stats = {}
+        with self.connection() as connection:
+            channel = connection.default_channel
+            for name in QUEUES:
+                queue = celery_app.amqp.queues[name].bind(channel)
+                queue.declare()
+                _, messages, consumers = queue.queue_declare(passive=True)
+                stats[name] = (messages, consumers)
+        return stats
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Messages waiting in each webhook queue (not those a worker holds unacknowledged)."""
+        return {name: messages for name, (messages, _) in self.queue_stats().items()}
+
+    def consuming(self) -> bool:
+        """Whether some worker consumes one of the webhook queues."""
+        try:
+            return any(consumers for _, consumers in self.queue_stats().values())
+        except (amqp.exceptions.AMQPError, OSError):
+            return False
+
+    def purge(self) -> int:
+        """Empty the webhook queues; return how many messages were dropped. Messages held by a
+        worker still connected come back when it disconnects: purge once it is gone."""
+        dropped = 0
+        with self.connection() as connection:
+            channel = connection.default_channel
+            for name in QUEUES:
+                queue = celery_app.amqp.queues[name].bind(channel)
+                queue.declare()
+                dropped += queue.purge() or 0
+        return dropped
+
+
+Broker = RedisServer | RabbitMQ
 
 
 @dataclass
@@ -224,7 +331,7 @@ class Processes:
     children: list[Child] = field(default_factory=list)
     _workers: int = 0
 
-    def env(self, broker: RedisServer, **settings: str | float) -> dict[str, str]:
+    def env(self, broker: Broker, **settings: str | float) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOKS_", "CELERY_", "DJANGO_"))}
         env.update(FAST_SETTINGS)
         env.update(DATABASE_URL=self.database_url, CELERY_BROKER_URL=broker.url)
@@ -241,9 +348,9 @@ class Processes:
         return server.start()
 
     def worker(
-        self, broker: RedisServer, concurrency: int = 8, queues: Iterable[str] = QUEUES, **settings: str | float
+        self, broker: Broker, concurrency: int = 8, queues: Iterable[str] = QUEUES, **settings: str | float
     ) -> Child:
-        """A Celery worker on the threads pool consuming `queues` (all three by default),
+        """A Celery worker on the threads pool consuming `queues` (all of QUEUES by default),
         started (not yet consuming: see wait_until_consuming)."""
         self._workers += 1
         name = f"worker{self._workers}"
@@ -255,7 +362,7 @@ class Processes:
         child = Child(name, argv, self.env(broker, **settings), self.log_dir / f"{name}.log")
         return self._track(child).start()
 
-    def beat(self, broker: RedisServer, **settings: str | float) -> Child:
+    def beat(self, broker: Broker, **settings: str | float) -> Child:
         """The one beat: DatabaseScheduler, which registers the sweep (every
         WEBHOOKS_SWEEP_INTERVAL) in the database as it starts."""
         argv = [
@@ -267,7 +374,7 @@ class Processes:
         return self._track(child).start()
 
     def publish(
-        self, broker: RedisServer, count: int, prefix: str, timeout: float = 30.0, **settings: str | float
+        self, broker: Broker, count: int, prefix: str, timeout: float = 30.0, **settings: str | float
     ) -> list[Published]:
         """Publish `count` events from a separate process (as a web process would), each in its
         own transaction, and return what it reported; fails if it does not finish in time."""
@@ -301,17 +408,10 @@ class Processes:
             print(f"\n===== {child.name} ({child.log}) =====\n{child.tail()}")
 
 
-def wait_until_consuming(broker: RedisServer, timeout: float = 20.0) -> float:
-    """Wait until some worker is blocked reading the queues of `broker` (BRPOP); return seconds."""
+def wait_until_consuming(broker: Broker, timeout: float = 20.0) -> float:
+    """Wait until some worker consumes the queues of `broker`; return how many seconds it took."""
     started = time.monotonic()
-
-    def consuming() -> bool:
-        try:
-            return any(client.get("cmd") == "brpop" for client in broker.client().client_list())
-        except redis.RedisError:
-            return False
-
-    wait_until(consuming, timeout, "a worker consuming the queues")
+    wait_until(broker.consuming, timeout, "a worker consuming the queues", interval=0.1)
     return time.monotonic() - started
 
 

@@ -10,7 +10,9 @@ marker should go.
 
 Child processes run with short settings (tests/processes.py, FAST_SETTINGS): a sweep every
 second, messages presumed lost after 3 s, a claim lease of connect 1 s + request 3 s + margin 1 s.
-Each test prints what it measured (`MEASURED ...`, shown with `-rP`).
+Each test prints what it measured (`MEASURED ...`, shown with `-rP`). The worker-kill scenario
+(`worker_mid_send`, `assert_resent_only_what_was_in_flight`) runs on RabbitMQ too, in
+tests/test_rabbitmq.py.
 """
 
 import itertools
@@ -18,21 +20,21 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from endpoints.models import Endpoint
 from tests.conftest import wait_until
 from tests.processes import (
+    Broker,
+    Child,
     Processes,
     Published,
     RedisServer,
     SlowAnswers,
-    database_url,
     duplicates,
     free_port,
     receiver_on_port,
@@ -43,16 +45,6 @@ from tests.receiver import Receiver
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(90)]
 
 SLACK = 0.7  # how late a retry may come: worker timer, task start-up, the HTTP round trip
-
-
-@pytest.fixture
-def processes(transactional_db, tmp_path) -> Iterator[Processes]:
-    """The test's child processes, on the test database; all killed at the end, whatever happened."""
-    procs = Processes(tmp_path, database_url(connection.settings_dict))
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 def measured(what: str, seconds: float) -> None:
@@ -88,37 +80,55 @@ def assert_delivered_once_each(published: list[Published], receiver: Receiver) -
         assert (delivery.locked_until, delivery.next_attempt_at, delivery.queued_until) == (None, None, None)
 
 
-def test_worker_killed_mid_send_resends_only_the_sends_it_had_in_flight(processes, receiver):
-    # Given a receiver that takes 0.7 s per request, a worker with 8 threads and beat, and 30
-    # events published for one endpoint
-    slow = SlowAnswers(0.7)
-    receiver.script("/hook", [slow])
+@dataclass
+class MidSend:
+    """A worker sending slowly to one endpoint, and, once `kill()` ran, what its death left."""
+
+    worker: Child
+    answers: SlowAnswers
+    published: list[Published]
+    killed_at: float = 0.0  # time.monotonic() once the killed worker is reaped
+    in_flight: list[str] = field(default_factory=list)  # webhook ids waiting for their answer then
+    answered: list[str] = field(default_factory=list)
+    sent_not_recorded: set[str] = field(default_factory=set)  # received, not recorded as delivered
+
+    def kill(self, receiver: Receiver) -> None:
+        """SIGKILL the worker and note what it had in flight, answered, sent but not recorded."""
+        self.worker.signal(signal.SIGKILL)
+        self.worker.process.wait(timeout=10)
+        self.killed_at = time.monotonic()
+        self.in_flight, self.answered = self.answers.snapshot()
+        received_at_kill = {r.headers["webhook-id"] for r in receiver.received("/hook")}
+        recorded_at_kill = set(
+            Event.objects.filter(deliveries__status=DeliveryStatus.SUCCEEDED).values_list("id", flat=True)
+        )
+        self.sent_not_recorded = received_at_kill - {f"evt_{event_id.hex}" for event_id in recorded_at_kill}
+        assert self.in_flight, "the kill was meant to catch requests in flight"
+
+
+def worker_mid_send(processes: Processes, broker: Broker, receiver: Receiver) -> MidSend:
+    """A receiver that takes 0.7 s per request, a worker with 8 threads and beat on `broker`, and
+    30 events published for one endpoint; returns once 10 requests have arrived and the first
+    wave's answers are recorded: the second wave is in flight."""
+    answers = SlowAnswers(0.7)
+    receiver.script("/hook", [answers])
     Endpoint.objects.create(url=receiver.url("/hook"))
-    broker = processes.redis()
     worker = processes.worker(broker)
     processes.beat(broker)
     published = processes.publish(broker, 30, "kill")
-
-    # When the worker is killed (SIGKILL) once 10 requests have arrived: the second wave in flight
     receiver.wait_for(10, "/hook", timeout=20)
     time.sleep(0.3)  # the first wave's answers recorded, the second wave waiting for its answers
-    worker.signal(signal.SIGKILL)
-    worker.process.wait(timeout=10)
-    killed_at = time.monotonic()
-    in_flight, answered = slow.snapshot()
-    received_at_kill = {r.headers["webhook-id"] for r in receiver.received("/hook")}
-    recorded_at_kill = set(
-        Event.objects.filter(deliveries__status=DeliveryStatus.SUCCEEDED).values_list("id", flat=True)
-    )
-    sent_not_recorded = received_at_kill - {f"evt_{event_id.hex}" for event_id in recorded_at_kill}
-    assert in_flight, "the kill was meant to catch requests in flight"
-    # and a new worker takes over
-    processes.worker(broker)
+    return MidSend(worker, answers, published)
 
-    # Then every delivery succeeds
+
+def assert_resent_only_what_was_in_flight(killed: MidSend, receiver: Receiver, broker_name: str) -> None:
+    """Every delivery succeeds with one recorded attempt, and the only duplicates are the sends the
+    killed worker had made but not recorded, each received exactly twice, with the same bytes."""
+    published = killed.published
     wait_until(lambda: all_succeeded(published), 30, "all 30 deliveries succeeded")
     measured(
-        f"worker kill -9 -> all 30 delivered ({len(in_flight)} in flight at the kill)", time.monotonic() - killed_at
+        f"{broker_name}: worker kill -9 -> all 30 delivered ({len(killed.in_flight)} in flight at the kill)",
+        time.monotonic() - killed.killed_at,
     )
     deliveries = list(deliveries_of(published))
     assert len(deliveries) == 30
@@ -127,21 +137,38 @@ def test_worker_killed_mid_send_resends_only_the_sends_it_had_in_flight(processe
         # the attempt cut short by the kill left no record: one attempt each, the one that succeeded
         assert attempts_of(delivery) == [(1, 200, "", "succeeded")]
         assert (delivery.locked_until, delivery.next_attempt_at, delivery.queued_until) == (None, None, None)
-    # and the only duplicates are the sends the killed worker had made but not recorded, each
-    # received exactly twice: those whose answer had not come (in flight) among them
+    # the sends made but not recorded, those whose answer had not come (in flight) among them,
+    # each received exactly twice; nothing else more than once
     requests = receiver.received("/hook")
     received = Counter(r.headers["webhook-id"] for r in requests)
     assert set(received) == {p.webhook_id for p in published}
     twice = duplicates(r.headers["webhook-id"] for r in requests)
-    assert set(twice) == sent_not_recorded
-    assert set(in_flight) <= set(twice)
+    assert set(twice) == killed.sent_not_recorded
+    assert set(killed.in_flight) <= set(twice)
     assert set(twice.values()) <= {2}
     assert len(requests) == 30 + len(twice)
     # with the same body both times (the webhook id and the bytes never change)
     for webhook_id in twice:
         first, second = (r.body for r in requests if r.headers["webhook-id"] == webhook_id)
         assert first == second
-    print(f"MEASURED in flight at the kill: {len(in_flight)}, answered: {len(answered)}, duplicates: {len(twice)}")
+    print(
+        f"MEASURED {broker_name}: in flight at the kill: {len(killed.in_flight)}, "
+        f"answered: {len(killed.answered)}, duplicates: {len(twice)}"
+    )
+
+
+def test_worker_killed_mid_send_resends_only_the_sends_it_had_in_flight(processes, receiver):
+    # Given a worker on Redis sending 30 slow deliveries, and beat
+    broker = processes.redis()
+    sending = worker_mid_send(processes, broker, receiver)
+
+    # When the worker is killed (SIGKILL) with the second wave of requests in flight
+    sending.kill(receiver)
+    # and a new worker takes over
+    processes.worker(broker)
+
+    # Then every delivery succeeds, and only the sends it had made but not recorded come twice
+    assert_resent_only_what_was_in_flight(sending, receiver, "Redis")
 
 
 def test_events_published_while_the_broker_is_down_are_delivered_once_it_is_back(processes, receiver):
@@ -183,7 +210,7 @@ def test_everything_pending_is_delivered_after_redis_restarts_empty(processes, r
     # wait in Redis...
     Endpoint.objects.create(url=receiver.url("/hook"))
     broker = processes.redis()
-    fan_out_only = processes.worker(broker, queues=["webhooks.fanout"])
+    fan_out_only = processes.worker(broker, queues=["webhooks.fanout"], WEBHOOKS_FANOUT_SENDS_FIRST_BATCH=0)
     fanned_out = processes.publish(broker, 4, "fanned")
     wait_until(lambda: deliveries_of(fanned_out).count() == 4, 20, "4 events fanned out")
     fan_out_only.terminate()

@@ -9,8 +9,11 @@ import os
 from celery import Celery, signals
 from django.db import close_old_connections
 from kombu import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
+# The quick start's broker writes whole messages only (webhooks_project/filesystem_broker.py).
+TRANSPORT_ALIASES["filesystem"] = "webhooks_project.filesystem_broker:Transport"
 
 FANOUT_QUEUE = "webhooks.fanout"
 DELIVERY_QUEUE = "webhooks.deliveries"
