@@ -222,7 +222,8 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
     secrets = endpoint.live_secrets()
     client_certificate = getattr(endpoint, "client_certificate", None)  # None: no mTLS
     policy = RetryPolicy.from_settings()
-    stop_at = time.monotonic() + settings.WEBHOOKS_SEND_BATCH_SECONDS
+    # Within the lease's margin too: the last send may take a whole request timeout after this.
+    stop_at = time.monotonic() + min(settings.WEBHOOKS_SEND_BATCH_SECONDS, settings.WEBHOOKS_CLAIM_MARGIN / 2)
     made: list[_Attempt] = []
     rest: list[Delivery] = []
     for index, delivery in enumerate(group):
