@@ -230,7 +230,7 @@ WEBHOOKS_REQUEUE_AFTER = env_float("WEBHOOKS_REQUEUE_AFTER", 120.0)
 # the queue (so a slow endpoint never keeps a worker thread long). 1 turns batching off.
 WEBHOOKS_FANOUT_BATCH_SIZE = env_int("WEBHOOKS_FANOUT_BATCH_SIZE", 100)
 WEBHOOKS_SEND_BATCH_SIZE = env_int("WEBHOOKS_SEND_BATCH_SIZE", 20)
-WEBHOOKS_SEND_BATCH_SECONDS = env_float("WEBHOOKS_SEND_BATCH_SECONDS", 1.0)
+WEBHOOKS_SEND_BATCH_SECONDS = env_float("WEBHOOKS_SEND_BATCH_SECONDS", 2.5)
 # The fan-out task sends the first batch of a healthy endpoint itself (one task and one broker
 # trip fewer per delivery for events with few subscribers); 0 leaves every send to send tasks.
 WEBHOOKS_FANOUT_SENDS_FIRST_BATCH = env_bool("WEBHOOKS_FANOUT_SENDS_FIRST_BATCH", True)

@@ -40,7 +40,7 @@ class Command(BaseCommand):
         add("--broker", default="redis://127.0.0.1:6379/14", help="redis://... (not db 15) or amqp://...")
         add("--database", default="webhooks_bench", help="database created on DATABASE_URL's server")
         add("--workers", type=int, default=1, help="worker processes")
-        add("--concurrency", type=int, default=16, help="threads per worker process (the Procfile's worker: 16)")
+        add("--concurrency", type=int, default=32, help="threads per worker process (the Procfile's 32)")
         add("--compare-workers", default="", help="also run the burst with each of these worker counts, e.g. 1,2")
         add("--burst-events", type=int, default=2000)
         add("--publish-batch", type=int, default=100, help="events per publish_many() transaction in bursts")
