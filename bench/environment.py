@@ -16,7 +16,8 @@ import psycopg2
 import redis
 from kombu import Connection
 
-QUEUES = ("webhooks.fanout", "webhooks.deliveries", "webhooks.retries", "webhooks.maintenance")
+from webhooks_project.celery import QUEUES
+
 DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 SUITE_REDIS_DB = 15
 RUN_LOCK = 7_000_000_007  # pg_advisory_lock key of a running benchmark

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import psutil
 
+from webhooks_project.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, QUEUES, RETRY_QUEUE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-QUEUES = "webhooks.fanout,webhooks.deliveries,webhooks.retries,webhooks.maintenance"
+ALL_QUEUES = ",".join(QUEUES)
 # The Procfile's fleet: `worker` (the delivery lane) and `retry_worker` (the retry lane).
-LANES = ("webhooks.fanout,webhooks.deliveries", "webhooks.retries,webhooks.maintenance")
+LANES = (f"{FANOUT_QUEUE},{DELIVERY_QUEUE}", f"{RETRY_QUEUE},{MAINTENANCE_QUEUE}")
 _SETPRIV = shutil.which("setpriv")
 # Children get SIGKILL when the benchmark dies, whatever kills it (where util-linux has setpriv).
 LAUNCHER = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
@@ -58,7 +60,7 @@ class Fleet:
         loglevel: str,
         lanes: bool = False,
     ) -> None:
-        self.queues = list(LANES) if lanes else [QUEUES] * count
+        self.queues = list(LANES) if lanes else [ALL_QUEUES] * count
         count = len(self.queues)
         self.count, self.concurrency, self.log_dir, self.name = count, concurrency, log_dir, name
         self.probe_dir = log_dir / f"probe-{name}"

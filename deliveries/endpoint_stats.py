@@ -51,15 +51,21 @@ def filter_by_state(queryset: QuerySet, state: str, now: datetime | None = None)
     return queryset
 
 
-def _count_of(status: str) -> Coalesce:
+def deliveries_with_status(owner: str, status: str) -> Subquery:
+    """The number of deliveries in `status` of the outer row, an event or an endpoint (`owner`:
+    the Delivery field pointing at it), as a correlated subquery: NULL when there are none."""
     counted = (
-        Delivery.objects.filter(endpoint=OuterRef("pk"), status=status)
+        Delivery.objects.filter(**{owner: OuterRef("pk")}, status=status)
         .order_by()
-        .values("endpoint")
+        .values(owner)
         .annotate(n=Count("pk"))
         .values("n")
     )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+    return Subquery(counted, output_field=IntegerField())
+
+
+def _count_of(status: str) -> Coalesce:
+    return Coalesce(deliveries_with_status("endpoint", status), Value(0))
 
 
 def with_delivery_figures(queryset: QuerySet) -> QuerySet:

@@ -274,20 +274,6 @@ class _Attempt:
     result: transport.Result
 
 
-def record_attempt(
-    delivery: Delivery,
-    lease: datetime,
-    trigger: str,
-    started_at: datetime,
-    headers: CaseInsensitiveDict,
-    result: transport.Result,
-    secrets: Iterable[str] = (),
-) -> SendOutcome:
-    """Write one attempt and the delivery's new state in one transaction."""
-    assessed = _assess(delivery, trigger, started_at, headers, result, secrets, RetryPolicy.from_settings())
-    return _record([assessed], lease, trigger)[0]
-
-
 def _assess(
     delivery: Delivery,
     trigger: str,

@@ -88,19 +88,8 @@ class DeliveryAdmin(PermissionCheckedActionsMixin, ReadOnlyHistoryAdmin):
         ("Attempts", {"fields": ("attempt_history",)}),
         ("Scheduling", {"classes": ("collapse",), "fields": ("locked_until", "queued_until")}),
     )
-    readonly_fields = (
-        "status_display",
-        "event_link",
-        "endpoint_link",
-        "attempt_count",
-        "last_result",
-        "next_attempt_display",
-        "created_at",
-        "updated_at",
-        "attempt_history",
-        "locked_until",
-        "queued_until",
-    )
+    # Everything shown is read-only: operators act through the actions, never by editing.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # A payload can be 256 kB; a page of 100 deliveries never needs one.

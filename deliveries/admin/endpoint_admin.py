@@ -90,9 +90,7 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
     )
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
-        editable = ["url", "tenant", "description", "event_types", "signature_scheme", "headers"]
-        if any(f.name == "sensitive_headers" for f in Endpoint._meta.get_fields()):
-            editable.append("sensitive_headers")
+        editable = ["url", "tenant", "description", "event_types", "signature_scheme", "headers", "sensitive_headers"]
         if obj is None:
             return ((None, {"fields": editable}),)
         return (

@@ -3,13 +3,14 @@
 from django.contrib import admin
 from django.contrib.admin import DateFieldListFilter
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from ..models import Delivery, DeliveryStatus, Event
+from ..endpoint_stats import deliveries_with_status
+from ..models import DeliveryStatus, Event
 from .common import ReadOnlyHistoryAdmin, parse_event_id, plural, pretty_json
 from .filters import EventTypeFilter, TenantFilter
 
@@ -17,14 +18,7 @@ DELIVERIES_SHOWN = 100
 
 
 def _deliveries_by_status(status: str) -> Subquery:
-    counted = (
-        Delivery.objects.filter(event=OuterRef("pk"), status=status)
-        .order_by()
-        .values("event")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Subquery(counted, output_field=IntegerField())
+    return deliveries_with_status("event", status)
 
 
 class EventChangeList(ChangeList):
