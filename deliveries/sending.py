@@ -16,6 +16,8 @@ from django.db.models import Q
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
+from endpoints.custom_headers import is_sensitive_header
+
 from . import breaker, signals, transport
 from .metrics import observe_attempt
 from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
@@ -25,19 +27,12 @@ from .signing import signature_headers
 logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
-# Attempt records keep request headers for operators, but never credentials or signatures.
-SENSITIVE_HEADER_WORDS = ("signature", "auth", "token", "secret", "key", "cookie", "password", "session")
+# Attempt records keep request headers for operators, but never credentials or signatures
+# (endpoints/custom_headers.py says which headers those are).
 # Pieces of a redacted value scrubbed on their own too (a signature entry, a bearer token);
 # shorter pieces ("v1", "Bearer", a timestamp) are not secret.
 MIN_SCRUBBED_PIECE = 16
 secrets_random = SystemRandom()
-
-
-def is_sensitive_header(name: str, sensitive: Iterable[str] = ()) -> bool:
-    """Whether a header's value is a credential or signature: its name contains one of
-    SENSITIVE_HEADER_WORDS, or is one of `sensitive` (an endpoint's sensitive_headers)."""
-    lowered = name.lower()
-    return any(word in lowered for word in SENSITIVE_HEADER_WORDS) or lowered in {s.lower() for s in sensitive}
 
 
 def redact_headers(headers: Mapping[str, str], sensitive: Iterable[str] = ()) -> dict[str, str]:
@@ -115,7 +110,7 @@ def claim(delivery_ids: list[int], now: datetime) -> datetime | None:
 def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp: int) -> CaseInsensitiveDict:
     """Custom headers first, ours after, so no custom header can replace a signature."""
     endpoint = delivery.endpoint
-    headers = CaseInsensitiveDict(endpoint.headers or {})
+    headers = CaseInsensitiveDict(endpoint.request_headers())
     headers.update(
         {
             "Content-Type": "application/json",

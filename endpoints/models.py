@@ -11,7 +11,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import secret_box, signals
+from . import custom_headers, secret_box, signals
 from .client_certificates import inspect_client_certificate
 from .event_types import matches
 from .validation import (
@@ -78,15 +78,22 @@ class Endpoint(models.Model):
         max_length=20, choices=SignatureScheme.choices, default=SignatureScheme.STANDARD
     )
     headers = models.JSONField(
-        default=dict, blank=True, validators=[validate_custom_headers], help_text="Extra request headers."
+        default=dict,
+        blank=True,
+        validators=[validate_custom_headers],
+        help_text=f"Extra request headers. Values of sensitive headers are stored encrypted and shown as "
+        f"{custom_headers.HIDDEN}: leave {custom_headers.HIDDEN} to keep a value, write a new value to replace it.",
     )
     sensitive_headers = models.JSONField(
         default=list,
         blank=True,
         validators=[validate_sensitive_header_names],
-        help_text="Names of custom headers holding credentials, e.g. ['Authorization']: their values are "
-        "never recorded (names with auth, token, secret, key, ... are redacted anyway).",
+        help_text="Names of custom headers holding credentials, e.g. ['Authorization']: their values are stored "
+        "encrypted, never shown and never recorded (names with auth, token, secret, key, ... are treated so anyway).",
     )
+    # The values of the sensitive custom headers: a secret_box token of a JSON object, or "" for
+    # none (see endpoints/custom_headers.py). Written by save(); read by request_headers().
+    encrypted_headers = models.TextField(blank=True, default="", editable=False)
     # Circuit breaker and health, maintained by the deliveries app (see deliveries/breaker.py).
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
     paused_until = models.DateTimeField(
@@ -121,6 +128,8 @@ class Endpoint(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         self.full_clean(exclude=["created_at", "updated_at"])
+        self.headers, hidden = self._sealed_headers
+        self.encrypted_headers = secret_box.encrypt(json.dumps(hidden)) if hidden else ""
         creating = self._state.adding
         with transaction.atomic():
             super().save(*args, **kwargs)
@@ -159,6 +168,29 @@ class Endpoint(models.Model):
     def clean(self) -> None:
         if self._initial_secret is not None:
             validate_secret(self._initial_secret)
+        headers, sensitive = self.headers, self.sensitive_headers
+        if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
+            names = sensitive if isinstance(sensitive, list) and all(isinstance(n, str) for n in sensitive) else []
+            try:
+                self._sealed_headers = custom_headers.seal(headers, names, self._hidden_header_values())
+            except ValidationError as exc:
+                raise ValidationError({"headers": exc.error_list}) from None
+
+    def _hidden_header_values(self) -> dict[str, str]:
+        """The stored values of the sensitive custom headers (decrypted once per token)."""
+        token = self.encrypted_headers
+        if not token:
+            return {}
+        cached = getattr(self, "_hidden_plain", None)
+        if cached is None or cached[0] != token:
+            cached = (token, json.loads(secret_box.decrypt(token, f"the custom headers of endpoint {self.pk}")))
+            self._hidden_plain = cached
+        return cached[1]
+
+    def request_headers(self) -> dict[str, str]:
+        """The custom headers as sent, sensitive values decrypted. Only the transport reads
+        this; everything shown to people uses `headers`, where those values are hidden."""
+        return custom_headers.reveal(self.headers or {}, self._hidden_header_values())
 
     def receives(self, event_type: str) -> bool:
         """Whether this endpoint subscribes to `event_type`."""

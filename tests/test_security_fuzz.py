@@ -244,7 +244,7 @@ def test_endpoint_creation_either_saves_it_with_its_secret_or_refuses_cleanly(
         else:
             assert counts() == (before[0], before[1] + 1, before[2] + 1)
             stored = Endpoint.objects.get(pk=endpoint.pk)
-            assert stored.url == url and stored.headers == headers
+            assert stored.url == url and stored.request_headers() == headers
             assert stored.secret.startswith("whsec_")
         transaction.set_rollback(True)
 

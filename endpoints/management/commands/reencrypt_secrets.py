@@ -1,4 +1,5 @@
-"""`manage.py reencrypt_secrets`: re-encrypt every stored secret under the newest key.
+"""`manage.py reencrypt_secrets`: re-encrypt every stored secret (signing secrets, client
+certificate keys, sensitive custom header values) under the newest key.
 
 Key rotation: put the new key first in WEBHOOKS_SECRET_KEYS (keep the old ones after it) and
 restart every process, so all of them write under the new key and still read the old; then
@@ -12,17 +13,21 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from endpoints import secret_box
-from endpoints.models import EndpointClientCertificate, EndpointSecret
+from endpoints.models import Endpoint, EndpointClientCertificate, EndpointSecret
 
 # (model, encrypted field, what it is in messages)
 ENCRYPTED = (
     (EndpointSecret, "encrypted_secret", "endpoint secrets"),
     (EndpointClientCertificate, "encrypted_private_key", "client certificate keys"),
+    (Endpoint, "encrypted_headers", "sensitive header values"),
 )
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt endpoint secrets and client certificate keys under the first of WEBHOOKS_SECRET_KEYS."
+    help = (
+        "Re-encrypt endpoint secrets, client certificate keys and sensitive header values under the first of "
+        "WEBHOOKS_SECRET_KEYS."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=500, help="Rows per transaction (default 500).")
@@ -57,7 +62,10 @@ def reencrypt_all(model, field: str, batch_size: int) -> dict[str, int]:
     counts = {"reencrypted": 0, "current": 0, "unreadable": 0}
     last_pk = 0
     while True:
-        rows = list(model.objects.filter(pk__gt=last_pk).order_by("pk").only("pk", field)[:batch_size])
+        # An empty value encrypts nothing (an endpoint without sensitive headers).
+        rows = list(
+            model.objects.filter(pk__gt=last_pk).exclude(**{field: ""}).order_by("pk").only("pk", field)[:batch_size]
+        )
         if not rows:
             return counts
         last_pk = rows[-1].pk
