@@ -8,7 +8,7 @@ import threading
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from webhook_receiver.django import webhook_view
+from webhook_receiver.django import CacheDedupeStore, webhook_view
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwRnBxdWdSbzQ="
 OLD_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -24,6 +24,9 @@ def reset() -> None:
         ATTEMPTS.clear()
     MEMORY_STORE.claimed.clear()
     MEMORY_STORE.log.clear()
+    SCRIPTED_STORE.__init__()
+    SLOW_ENTERED.clear()
+    SLOW_PROCEED.clear()
 
 
 def _record(name: str, request: HttpRequest) -> HttpResponse:
@@ -61,6 +64,35 @@ class MemoryStore:
 
 
 MEMORY_STORE = MemoryStore()
+
+
+class ScriptedStore:
+    """A dedupe store that answers what the test says: `claim_answer` and `release_answer` are
+    returned, or raised when they are exceptions."""
+
+    def __init__(self) -> None:
+        self.claim_answer: object = True
+        self.release_answer: object = None
+        self.log: list[tuple[str, str]] = []
+
+    def _answer(self, operation: str, webhook_id: str, answer: object) -> object:
+        self.log.append((operation, webhook_id))
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def claim(self, webhook_id: str) -> object:
+        return self._answer("claim", webhook_id, self.claim_answer)
+
+    def release(self, webhook_id: str) -> object:
+        return self._answer("release", webhook_id, self.release_answer)
+
+
+SCRIPTED_STORE = ScriptedStore()
+# The default store, but a claim that outlives a failed release expires after 1 s, not 5 minutes.
+QUICK_EXPIRY_STORE = CacheDedupeStore(prefix="webhook-receiver:quick-expiry:", processing_timeout=1)
+SLOW_ENTERED = threading.Event()  # the slow view is running
+SLOW_PROCEED = threading.Event()  # ... and may finish
 
 
 @webhook_view(secret=SECRET)
@@ -104,6 +136,36 @@ def hook_no_dedupe(request: HttpRequest) -> HttpResponse:
     return _record("no-dedupe", request)
 
 
+@webhook_view(secret=SECRET, dedupe_store=SCRIPTED_STORE)
+def hook_scripted_store(request: HttpRequest) -> HttpResponse:
+    return _record("scripted", request)
+
+
+@webhook_view(secret=SECRET, dedupe_store=SCRIPTED_STORE)
+def busy_scripted_store(request: HttpRequest) -> HttpResponse:
+    """Answers 503 the first time it sees a webhook id, then processes it."""
+    if _enter(request.webhook_id) == 1:
+        return HttpResponse("busy", status=503)
+    return _record("busy-scripted", request)
+
+
+@webhook_view(secret=SECRET, dedupe_store=QUICK_EXPIRY_STORE)
+def flaky_quick_expiry(request: HttpRequest) -> HttpResponse:
+    """Raises the first time it sees a webhook id, then processes it."""
+    if _enter(request.webhook_id) == 1:
+        raise RuntimeError("database unavailable")
+    return _record("flaky-quick", request)
+
+
+@webhook_view(secret=SECRET)
+def slow(request: HttpRequest) -> HttpResponse:
+    """Holds the request until the test sets SLOW_PROCEED."""
+    SLOW_ENTERED.set()
+    if not SLOW_PROCEED.wait(timeout=30):
+        return HttpResponse("not released by the test", status=500)
+    return _record("slow", request)
+
+
 urlpatterns = [
     path("hook/", hook),
     path("hook/setting/", hook_from_setting),
@@ -112,4 +174,8 @@ urlpatterns = [
     path("hook/busy/", busy),
     path("hook/memory/", hook_memory_store),
     path("hook/no-dedupe/", hook_no_dedupe),
+    path("hook/scripted/", hook_scripted_store),
+    path("hook/busy-scripted/", busy_scripted_store),
+    path("hook/flaky-quick/", flaky_quick_expiry),
+    path("hook/slow/", slow),
 ]

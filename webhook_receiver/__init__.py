@@ -16,7 +16,8 @@ A request is accepted when any `v1` entry matches (entries of other versions, su
 `v2`, are ignored) and its timestamp is within `tolerance` seconds of now, in either direction.
 Every rejection raises a subclass of `WebhookVerificationError` whose message says what is
 wrong; malformed input of any kind never raises anything else. A misconfigured secret (not a
-`str`, empty, not base64 after `whsec_`) is a programming error and raises `ValueError`.
+`str`, empty, not base64 after `whsec_`) is a programming error and raises `ValueError`, and so
+is a `tolerance` that is not an int or float from 0 to `MAX_TOLERANCE` (one day; not NaN).
 
 This module depends on nothing but the Python standard library; copy it into any project.
 """
@@ -34,17 +35,22 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "MAX_TOLERANCE",
     "InvalidPayloadError",
     "InvalidSignatureError",
     "MissingHeaderError",
     "TimestampOutsideToleranceError",
     "VerifiedWebhook",
     "WebhookVerificationError",
+    "validate_tolerance",
     "verify",
     "verify_webhook",
 ]
 
 DEFAULT_TOLERANCE = 300  # seconds, both ways
+# Our sender signs every attempt afresh: the tolerance only covers clock skew and transit. A day
+# is far beyond that, and far below how long the dedupe store remembers processed ids (7 days).
+MAX_TOLERANCE = 24 * 3600
 
 STANDARD = "standard"
 TIMESTAMPED_HEX = "timestamped_hex"
@@ -110,7 +116,7 @@ def verify(
     secret: str | Sequence[str],
     headers: Mapping[str, str],
     body: bytes | str,
-    tolerance: int = DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
     *,
     now: float | None = None,
 ) -> dict[str, Any]:
@@ -121,7 +127,8 @@ def verify(
     wins). `headers` is any mapping of the request headers (names in any case; anything with
     `.items()`, such as Django's `request.headers` or `http.server`'s `self.headers`). `body`
     is the raw request body, exactly as received. `tolerance` is how many seconds the signed
-    timestamp may differ from `now` (default: the current time) in either direction.
+    timestamp may differ from `now` (default: the current time) in either direction, at most
+    `MAX_TOLERANCE` (one day).
 
     Raises a `WebhookVerificationError` subclass when the request must be rejected.
     """
@@ -132,14 +139,15 @@ def verify_webhook(
     secret: str | Sequence[str],
     headers: Mapping[str, str],
     body: bytes | str,
-    tolerance: int = DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
     *,
     now: float | None = None,
 ) -> VerifiedWebhook:
     """Like `verify`, but return the webhook id, timestamp, scheme and matching secret too."""
     secrets = _secrets(secret)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
-        raise ValueError("tolerance must be a non-negative number of seconds")
+    validate_tolerance(tolerance)
+    if now is not None and not _seconds_within(now, 10**MAX_TIMESTAMP_LENGTH):
+        raise ValueError(f"now must be None or a finite, non-negative number of unix seconds; got {_shown(now)}")
     found = _find_headers(headers)
     if any(name in found for name in (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)):
         return _verify_standard(secrets, found, _body_bytes(body), tolerance, now)
@@ -250,6 +258,29 @@ def _signed_id(header_id: str | None, payload: dict[str, Any]) -> str | None:
 
 
 # --- pieces -----------------------------------------------------------------------------------
+
+
+def validate_tolerance(tolerance: object) -> None:
+    """Raise `ValueError` unless `tolerance` is an int or float from 0 to `MAX_TOLERANCE`: NaN would
+    accept any timestamp (it compares false with everything), and a huge int overflows floats."""
+    if not _seconds_within(tolerance, MAX_TOLERANCE):
+        raise ValueError(
+            f"tolerance must be a number of seconds from 0 to {MAX_TOLERANCE} (an int or float, not a bool, "
+            f"NaN or infinity); got {_shown(tolerance)}"
+        )
+
+
+def _seconds_within(value: object, maximum: int) -> bool:
+    # Comparisons of int and float are exact in Python (no overflow), and False for NaN.
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= maximum
+
+
+def _shown(value: object) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return "an integer too long to show"
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _secrets(secret: str | Sequence[str]) -> list[str]:
