@@ -1,78 +1,35 @@
-"""Sending one delivery: claim it, sign and POST the body, record the attempt, decide what next."""
+"""Sending deliveries: claim them, sign and POST each body, then record the attempts
+(attempt_records: the verdict, the rows, the new states, written even if the database connection
+died while the requests were in flight).
+
+The claim is the first use of the database connection in a send: if the server dropped it,
+the claim fails before anything is sent or leased, and the task runs again a second later on a
+new connection (tasks.DATABASE_RETRY).
+"""
 
 import json
 import logging
-import re
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from random import SystemRandom
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
-from endpoints.custom_headers import is_sensitive_header
-
-from . import breaker, signals, transport
-from .metrics import observe_attempt
-from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
-from .retry_policy import RetryPolicy, Verdict, parse_retry_after
+from . import breaker, transport
+from .attempt_records import AssessedAttempt, SendOutcome, assess, record_attempts
+from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
+from .retry_policy import RetryPolicy, Verdict
 from .signing import signature_headers
+
+__all__ = ["BatchResult", "SendOutcome", "claim", "render_body", "send_deliveries", "send_delivery"]
 
 logger = logging.getLogger(__name__)
 
-REDACTED = "[redacted]"
-# Attempt records keep request headers for operators, but never credentials or signatures
-# (endpoints/custom_headers.py says which headers those are).
-# Pieces of a redacted value scrubbed on their own too (a signature entry, a bearer token);
-# shorter pieces ("v1", "Bearer", a timestamp) are not secret.
-MIN_SCRUBBED_PIECE = 16
 secrets_random = SystemRandom()
-
-
-def redact_headers(headers: Mapping[str, str], sensitive: Iterable[str] = ()) -> dict[str, str]:
-    """`headers` as recorded: every sensitive value replaced by [redacted]."""
-    sensitive = list(sensitive)
-    return {name: REDACTED if is_sensitive_header(name, sensitive) else value for name, value in headers.items()}
-
-
-def scrubbed_values(
-    headers: Mapping[str, str], sensitive: Iterable[str] = (), secrets: Iterable[str] = ()
-) -> list[str]:
-    """What must never be stored from a receiver's answer: sensitive header values, each
-    signature or token in them, the signing secrets and their keys; longest first."""
-    sensitive = list(sensitive)
-    values = {*secrets, *(s.removeprefix("whsec_") for s in secrets)}
-    for name, value in headers.items():
-        if is_sensitive_header(name, sensitive):
-            values.add(value)
-            values.update(piece for piece in re.split(r"[\s,=]+", value) if len(piece) >= MIN_SCRUBBED_PIECE)
-    return sorted((v for v in values if v), key=len, reverse=True)
-
-
-def scrub(text: str, values: list[str]) -> str:
-    """`text` with every one of `values` replaced by [redacted] (a receiver may echo our request
-    back, e.g. a debugging endpoint or an error page)."""
-    for value in values:
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return text
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    """What one call of send_delivery did; `retry_at` is set when the next try is soon enough
-    to be a broker countdown (at most WEBHOOKS_MAX_COUNTDOWN away)."""
-
-    delivery_id: int
-    verdict: str
-    attempt: int
-    retry_at: datetime | None = None
 
 
 def lease_seconds() -> float:
@@ -119,22 +76,6 @@ def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp
         }
     )
     return headers
-
-
-def _clean_text(text: str) -> str:
-    return text.replace("\x00", "\ufffd")
-
-
-MAX_RECORDED_HEADER_VALUE = 1000
-
-
-def _capped_headers(headers: dict[str, str], hidden: list[str] = ()) -> dict[str, str]:
-    """Response headers as stored: at most 100 (http.client's own limit), each value capped
-    and scrubbed of `hidden` values."""
-    return {
-        _clean_text(k)[:200]: scrub(_clean_text(v), hidden)[:MAX_RECORDED_HEADER_VALUE]
-        for k, v in list(headers.items())[:100]
-    }
 
 
 def park(delivery_ids: list[int], lease: datetime, reason: str) -> None:
@@ -219,193 +160,19 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
     policy = RetryPolicy.from_settings()
     # Within the lease's margin too: the last send may take a whole request timeout after this.
     stop_at = time.monotonic() + min(settings.WEBHOOKS_SEND_BATCH_SECONDS, settings.WEBHOOKS_CLAIM_MARGIN / 2)
-    made: list[_Attempt] = []
+    made: list[AssessedAttempt] = []
     rest: list[Delivery] = []
     for index, delivery in enumerate(group):
         body = render_body(delivery.event)
         headers = build_headers(delivery, body, secrets, int(time.time()))
         started_at = timezone.now()
         sent = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
-        made.append(_assess(delivery, trigger, started_at, headers, sent, secrets, policy))
+        made.append(assess(delivery, trigger, started_at, headers, sent, secrets, policy))
         if made[-1].verdict != Verdict.SUCCEEDED or time.monotonic() > stop_at:
             rest = group[index + 1 :]
             break
-    result.outcomes += _record(made, lease, trigger)
+    result.outcomes += record_attempts(made, lease, trigger)
     if rest:
         release([delivery.pk for delivery in rest], lease)
         result.released += [(delivery.pk, delivery.endpoint_id) for delivery in rest]
         result.released_failing = result.released_failing or made[-1].verdict != Verdict.SUCCEEDED
-
-
-def _announce(delivery: Delivery, attempt: DeliveryAttempt, status: str, reason: str) -> None:
-    """Send the outcome signal once the attempt's transaction has committed."""
-    if status == DeliveryStatus.SUCCEEDED:
-        send = partial(signals.delivery_succeeded.send, sender=Delivery, delivery=delivery, attempt=attempt)
-    elif status == DeliveryStatus.FAILED:
-        send = partial(signals.delivery_failed.send, sender=Delivery, delivery=delivery, attempt=attempt, reason=reason)
-    else:
-        send = partial(
-            signals.delivery_retrying.send,
-            sender=Delivery,
-            delivery=delivery,
-            attempt=attempt,
-            next_attempt_at=delivery.next_attempt_at,
-        )
-    transaction.on_commit(send)
-
-
-@dataclass
-class _Attempt:
-    """One attempt made, assessed, not yet written."""
-
-    delivery: Delivery
-    row: DeliveryAttempt
-    verdict: str
-    status: str
-    changes: dict  # the Delivery's new field values
-    retry_at: datetime | None
-    started_at: datetime
-    due_at: datetime | None  # when the attempt was due (its lateness is a metric)
-    result: transport.Result
-
-
-def _assess(
-    delivery: Delivery,
-    trigger: str,
-    started_at: datetime,
-    headers: CaseInsensitiveDict,
-    result: transport.Result,
-    secrets: Iterable[str],
-    policy: RetryPolicy,
-) -> _Attempt:
-    """The verdict on one attempt, its row and the delivery's new state.
-
-    Nothing secret is kept: sensitive request headers are redacted, and the signatures,
-    sensitive header values and `secrets` are scrubbed from the receiver's answer.
-    """
-    sensitive = delivery.endpoint.sensitive_headers or []
-    hidden = scrubbed_values(headers, sensitive, secrets)
-    number = delivery.attempt_count + 1
-    response = result.response
-    now = timezone.now()
-    retry_after = None
-    if response is not None:
-        verdict = policy.classify(response.status)
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-        last_error = "" if verdict == Verdict.SUCCEEDED else f"HTTP {response.status}"
-    else:
-        error = result.error
-        verdict = Verdict.FAILED if error.error_class in transport.NOT_RETRYABLE_ERRORS else Verdict.RETRY
-        last_error = f"{error.error_class}: {error.message}"
-
-    next_attempt_at = queued_until = retry_at = None
-    if verdict == Verdict.RETRY:
-        delay = policy.delay_after(number, retry_after)
-        if delay is None:
-            verdict = Verdict.FAILED
-            last_error = f"{last_error} (gave up after {number} attempts)"
-        else:
-            next_attempt_at = now + timedelta(seconds=delay)
-            if delay <= settings.WEBHOOKS_MAX_COUNTDOWN:
-                retry_at = next_attempt_at
-                queued_until = next_attempt_at + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
-    status = {
-        Verdict.SUCCEEDED: DeliveryStatus.SUCCEEDED,
-        Verdict.RETRY: DeliveryStatus.PENDING,
-    }.get(verdict, DeliveryStatus.FAILED)
-    row = DeliveryAttempt(
-        delivery=delivery,
-        number=number,
-        trigger=trigger,
-        started_at=started_at,
-        duration_ms=result.duration_ms,
-        request_headers=redact_headers(headers, sensitive),
-        response_status=response.status if response else None,
-        response_headers=_capped_headers(response.headers, hidden) if response else {},
-        response_body=scrub(_clean_text(response.body.decode("utf-8", "replace")), hidden) if response else "",
-        error_class=result.error.error_class if result.error else "",
-        error_message=scrub(_clean_text(result.error.message), hidden) if result.error else "",
-        outcome=verdict,
-    )
-    changes = {
-        "status": status,
-        "attempt_count": number,
-        "next_attempt_at": next_attempt_at,
-        "locked_until": None,
-        "queued_until": queued_until,
-        "last_status_code": response.status if response else None,
-        "last_error": _clean_text(last_error)[:1000],
-    }
-    return _Attempt(delivery, row, verdict, status, changes, retry_at, started_at, delivery.next_attempt_at, result)
-
-
-def _record(made: list[_Attempt], lease: datetime, trigger: str) -> list[SendOutcome]:
-    """Write attempts of one endpoint and their deliveries' new states in one transaction:
-    one INSERT for the attempts, one UPDATE per distinct new state (a batch of successes
-    shares one), and the circuit breaker's count. A delivery whose lease lapsed meanwhile
-    (another holder took it) keeps its attempt row but not our state."""
-    if not made:
-        return []
-    endpoint = made[0].delivery.endpoint
-    now = timezone.now()
-    with transaction.atomic():
-        DeliveryAttempt.objects.bulk_create([attempt.row for attempt in made])
-        ids = [attempt.delivery.pk for attempt in made]
-        if len(made) > 1:
-            held = set(
-                Delivery.objects.select_for_update().filter(pk__in=ids, locked_until=lease).values_list("pk", flat=True)
-            )
-        else:
-            held = set(ids)
-        same: dict[tuple, list[int]] = {}
-        for attempt in made:
-            if attempt.delivery.pk in held:
-                same.setdefault(tuple(attempt.changes.items()), []).append(attempt.delivery.pk)
-        for changes, delivery_ids in same.items():
-            updated = Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
-                **dict(changes), updated_at=now
-            )
-            if len(made) == 1 and not updated:
-                held = set()
-        for attempt in made:
-            delivery = attempt.delivery
-            if delivery.pk in held:
-                for name, value in attempt.changes.items():
-                    setattr(delivery, name, value)
-                _announce(delivery, attempt.row, attempt.status, attempt.changes["last_error"])
-            else:
-                logger.warning(
-                    "delivery %s: lease lapsed during attempt %s; state left to the new holder",
-                    delivery.pk,
-                    attempt.row.number,
-                )
-        failures = sum(attempt.verdict != Verdict.SUCCEEDED for attempt in made)
-        if failures < len(made):
-            breaker.record_success(endpoint, now)
-        if failures:
-            breaker.record_failure(endpoint, now, count=failures)
-        if any(attempt.verdict == Verdict.GONE for attempt in made):
-            gone = next(attempt.delivery.pk for attempt in made if attempt.verdict == Verdict.GONE)
-            endpoint.disable(f"410 Gone on delivery {gone} at {now:%Y-%m-%d %H:%M:%S}Z")
-    return [_observe(attempt, trigger) for attempt in made]
-
-
-def _observe(made: _Attempt, trigger: str) -> SendOutcome:
-    """Metrics and the log line of one recorded attempt."""
-    delivery, verdict, result, started_at = made.delivery, made.verdict, made.result, made.started_at
-    response, number, due_at = result.response, made.row.number, made.due_at
-    # Lateness means nothing for an operator's retry or a replay.
-    lag = (started_at - due_at).total_seconds() if trigger == AttemptTrigger.AUTOMATIC and due_at else None
-    observe_attempt(verdict, result.duration_ms / 1000, lag)
-    logger.info(
-        "webhook attempt event=%s delivery=%s endpoint=%s attempt=%s outcome=%s status=%s duration_ms=%s error=%s",
-        delivery.event.webhook_id,
-        delivery.pk,
-        delivery.endpoint_id,
-        number,
-        verdict,
-        response.status if response else "-",
-        result.duration_ms,
-        result.error.error_class if result.error else "-",
-    )
-    return SendOutcome(delivery.pk, verdict, number, made.retry_at)

@@ -32,7 +32,11 @@ logger = logging.getLogger(__name__)
 # Workers keep their database connections across tasks (webhooks_project/celery.py). When the
 # server dropped one (a restart, a failover, a pooler's idle timeout), the task that finds it
 # fails with one of these, the connection is closed after it, and the task runs again a second
-# later on a fresh one: a dropped connection costs a second, not a sweep interval.
+# later on a fresh one: a dropped connection costs a second, not a sweep interval. A send finds it
+# at its claim, before anything is sent or leased. A connection dropped while a send's requests
+# are in flight never reaches this: the send records them on a new connection itself
+# (attempt_records.record_attempts); should that fail too, its deliveries stay leased, so the
+# task running again claims none of them and sends nothing twice.
 DATABASE_RETRY = {
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_kwargs": {"max_retries": 3, "countdown": 1},
