@@ -8,9 +8,18 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from endpoints.event_types import PatternSet, compiled_patterns
 from endpoints.models import Endpoint
 
 from .models import Delivery, Event
+
+# What fan-out reads of an endpoint, in the model's field order (as Model.from_db wants them).
+ENDPOINT_FIELDS = tuple(
+    field.attname
+    for field in Endpoint._meta.concrete_fields
+    if field.attname in {"id", "tenant", "event_types", "paused_until", "consecutive_failures"}
+)
+TENANT, EVENT_TYPES = ENDPOINT_FIELDS.index("tenant"), ENDPOINT_FIELDS.index("event_types")
 
 
 def fan_out(event_id: str) -> list[int]:
@@ -37,12 +46,28 @@ def fan_out_events(event_ids: Iterable[str]) -> list[Delivery]:
         )
         if not events:
             return []
-        by_tenant: dict[str, list[Endpoint]] = defaultdict(list)
-        endpoints = Endpoint.objects.filter(tenant__in={event.tenant for event in events}, is_active=True).only(
-            "id", "tenant", "event_types", "paused_until", "consecutive_failures"
+        # Rows, not model instances: only the endpoints that match become instances (building
+        # 1,000 instances was a third of the CPU of fanning one event out to 1,000 endpoints).
+        rows = (
+            Endpoint.objects.filter(tenant__in={event.tenant for event in events}, is_active=True)
+            .order_by("pk")
+            .values_list(*ENDPOINT_FIELDS)
         )
-        for endpoint in endpoints.order_by("pk"):
-            by_tenant[endpoint.tenant].append(endpoint)
+        by_tenant: dict[str, list[tuple[tuple, PatternSet]]] = defaultdict(list)
+        for row in rows:
+            by_tenant[row[TENANT]].append((row, compiled_patterns(row[EVENT_TYPES])))
+        instances: dict[int, Endpoint] = {}
+        receivers: dict[tuple[str, str], list[Endpoint]] = {}
+        for event in events:
+            key = (event.tenant, event.type)
+            if key not in receivers:
+                # Events of one tenant and type share their endpoints: matched once per batch.
+                receivers[key] = [
+                    instances.get(row[0])
+                    or instances.setdefault(row[0], Endpoint.from_db(rows.db, ENDPOINT_FIELDS, row))
+                    for row, patterns in by_tenant[event.tenant]
+                    if patterns.match(event.type)
+                ]
         queued_until = now + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
         deliveries = Delivery.objects.bulk_create(
             [
@@ -51,8 +76,7 @@ def fan_out_events(event_ids: Iterable[str]) -> list[Delivery]:
                 if endpoint.paused_until is None or endpoint.paused_until <= now
                 else Delivery(event=event, endpoint=endpoint, next_attempt_at=None, queued_until=None)
                 for event in events
-                for endpoint in by_tenant[event.tenant]
-                if endpoint.receives(event.type)
+                for endpoint in receivers[(event.tenant, event.type)]
             ],
             batch_size=1000,
         )

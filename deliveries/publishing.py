@@ -2,6 +2,7 @@
 
 import json
 import logging
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,33 +37,90 @@ class IdempotencyConflict(PublishError):
 
 
 MAX_PAYLOAD_DEPTH = 64
+_CONTAINERS = (dict, list, tuple)
 
 
-def _nesting_depth(data: Any) -> int:
-    """How deeply dicts and lists nest in `data`, counted without recursion."""
-    deepest, stack = 0, [(data, 1)]
+def payload_structure_error(data: Any, max_values: int) -> str | None:
+    """Why the shape of `data` cannot make a payload, or None: a key that is not a string
+    (JSON would convert it, and `{1: "x", "1": "y"}` would silently lose a value), nesting
+    deeper than MAX_PAYLOAD_DEPTH, or more values than `max_values`.
+
+    Each value takes at least one byte of JSON, so a payload of more values than the byte limit
+    is over it: counting them bounds this walk (and refuses, before json.dumps would write them
+    out, lists that share their items 2**40 times). It visits each container once per place
+    it appears, without recursion, and costs less than the serialization it precedes.
+    """
+    stack: list[tuple[Any, int, tuple | None]] = [(data, 1, None)]
+    values = 0
     while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list | tuple):
-            deepest = max(deepest, depth)
-            if depth > MAX_PAYLOAD_DEPTH:
-                return depth
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
+        value, depth, path = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            # PostgreSQL refuses deep JSON documents (stack depth) long before Python does.
+            return f"payload is nested too deeply to serialize (more than {MAX_PAYLOAD_DEPTH} levels)"
+        values += len(value)
+        if values > max_values:
+            return f"payload holds more than {max_values} values; the limit is {max_values} bytes serialized"
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    return _key_error(key, path)
+                if isinstance(child, _CONTAINERS):
+                    stack.append((child, depth + 1, (path, key)))
+        else:
+            for index, child in enumerate(value):
+                if isinstance(child, _CONTAINERS):
+                    stack.append((child, depth + 1, (path, index)))
+    return None
+
+
+def _key_error(key: object, path: tuple | None) -> str:
+    if key is None:
+        kind = "None"
+    else:
+        name = type(key).__name__
+        kind = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    message = f"payload key {_short_repr(key)} at {_path_text(path)} is {kind}; keys must be strings"
+    if key is None or isinstance(key, float) or (isinstance(key, int) and abs(key) < 10**18):
+        message += f" (JSON would turn it into {json.dumps(key)!r})"
+    return message
+
+
+def _short_repr(value: object) -> str:
+    """A short text of `value` for an error message, even if it has no usable repr (an int
+    of 5,000 digits has none)."""
+    try:
+        return reprlib.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _path_text(path: tuple | None) -> str:
+    """`data.items[0]['a b']` for the linked path (((None, "items"), 0), "a b")."""
+    steps: list[str] = []
+    while path is not None:
+        path, step = path
+        if isinstance(step, int):
+            steps.append(f"[{step}]")
+        elif step.isidentifier() and len(step) <= 40:
+            steps.append(f".{step}")
+        else:
+            steps.append(f"[{_short_repr(step)}]")
+    return "data" + "".join(reversed(steps))
 
 
 def serialize_payload(data: Any) -> str:
     """The payload as JSON text, or PublishError saying why it cannot be one.
 
     Dates, times, decimals and UUIDs are written as Django's JSON encoder writes them; NaN and
-    Infinity are refused (they are not JSON), and so is NUL (PostgreSQL cannot store it).
+    Infinity are refused (they are not JSON), and so is NUL (PostgreSQL cannot store it), and
+    any key that is not a string (`payload_structure_error`).
     """
     if not isinstance(data, dict):
         raise PublishError(f"payload must be a JSON object (a dict), not {type(data).__name__}")
-    if _nesting_depth(data) > MAX_PAYLOAD_DEPTH:
-        # PostgreSQL refuses deep JSON documents (stack depth) long before Python does.
-        raise PublishError(f"payload is nested too deeply to serialize (more than {MAX_PAYLOAD_DEPTH} levels)")
+    limit = settings.WEBHOOKS_MAX_PAYLOAD_BYTES
+    error = payload_structure_error(data, limit)
+    if error:
+        raise PublishError(error)
     try:
         text = json.dumps(data, cls=DjangoJSONEncoder, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         size = len(text.encode("utf-8"))
@@ -72,7 +130,6 @@ def serialize_payload(data: Any) -> str:
         raise PublishError(f"payload is not JSON-serializable: {exc}") from None
     if "\\u0000" in text:
         raise PublishError("payload must not contain NUL characters (\\u0000)")
-    limit = settings.WEBHOOKS_MAX_PAYLOAD_BYTES
     if size > limit:
         raise PublishError(f"payload is {size} bytes serialized; the limit is {limit} bytes")
     return text

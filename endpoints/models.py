@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import custom_headers, secret_box, signals
 from .client_certificates import inspect_client_certificate
-from .event_types import matches
+from .event_types import PatternSet, compiled_patterns
 from .validation import (
     validate_custom_headers,
     validate_event_type_patterns,
@@ -194,7 +194,11 @@ class Endpoint(models.Model):
 
     def receives(self, event_type: str) -> bool:
         """Whether this endpoint subscribes to `event_type`."""
-        return matches(self.event_types, event_type)
+        return self.subscriptions().match(event_type)
+
+    def subscriptions(self) -> PatternSet:
+        """This endpoint's patterns compiled for matching (cached per process by patterns)."""
+        return compiled_patterns(self.event_types)
 
     def live_secrets(self) -> list[str]:
         """Secrets that sign right now, newest first."""

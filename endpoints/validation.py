@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .event_types import pattern_error
+from .event_types import MAX_PATTERNS_PER_ENDPOINT, pattern_error
 from .network_policy import host_blocked_reason
 
 MAX_URL_LENGTH = 2000
@@ -116,9 +116,15 @@ def validate_plain_text(value: object) -> None:
 
 
 def validate_event_type_patterns(patterns: object) -> None:
-    """A list of subscription patterns (empty: all event types)."""
+    """A list of at most MAX_PATTERNS_PER_ENDPOINT subscription patterns (empty: all event types)."""
     if not isinstance(patterns, list):
         raise ValidationError("Event types must be a list of patterns such as ['order.*'].", code="not_a_list")
+    if len(patterns) > MAX_PATTERNS_PER_ENDPOINT:
+        raise ValidationError(
+            f"At most {MAX_PATTERNS_PER_ENDPOINT} event type patterns per endpoint (got {len(patterns)}); "
+            "use wildcards such as 'order.*'.",
+            code="too_many",
+        )
     errors = [error for error in map(pattern_error, patterns) if error]
     if errors:
         raise ValidationError([ValidationError(e.capitalize() + ".", code="pattern") for e in errors])

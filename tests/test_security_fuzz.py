@@ -126,13 +126,28 @@ def publish_writes_one_event_or_nothing(event_type, data, tenant="", idempotency
             assert str(exc)
             assert counts() == before
         else:
-            # Or: exactly one event, stored as it will be sent
+            # Or: exactly one event, stored as it will be sent; never with a key converted to a
+            # string (1 and "1" would collide)
+            assert not has_non_string_key(data)
             assert counts() == (before[0] + 1, *before[1:])
             # (The payload is not compared: PostgreSQL's jsonb keeps numbers as decimals, so
             # 1.0369147466408282e+17 comes back as the integer it spells.)
             stored = Event.objects.get(pk=event.pk)
             assert (stored.type, stored.tenant, stored.idempotency_key) == (event_type, tenant, idempotency_key)
         transaction.set_rollback(True)
+
+
+def has_non_string_key(data: object) -> bool:
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return False
 
 
 @pytest.mark.django_db
