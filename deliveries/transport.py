@@ -1,9 +1,10 @@
 """The HTTP call: one POST of signed bytes, bounded in time and size, to a checked address.
 
 - One `requests` session per worker thread, so connections are kept alive between sends.
-- SSRF guard: unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS is on, requests-hardened resolves the
-  host, refuses loopback, private, link-local, multicast, reserved and IPv4-mapped addresses
-  and connects to exactly the address it checked (no second DNS lookup to rebind).
+- SSRF guard: unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS is on, the host is resolved at every new
+  connection, every address is classified by the save-time policy (refused if any is
+  loopback, private, link-local, reserved, IPv4-embedding...) and the connection goes to
+  exactly the address checked, with no second DNS lookup to rebind (connect_guard.py).
 - Policy at send time: the URL is validated again before every send (scheme, port, visibly
   internal hosts: endpoints/validation.py), so a policy tightened after an endpoint was saved
   applies to it; a URL that fails is a failed attempt without a connection.
@@ -40,7 +41,6 @@ from django.core.exceptions import ValidationError
 from requests.adapters import HTTPAdapter
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
-from requests_hardened.ip_filter_adapter import IPFilterAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
@@ -48,15 +48,18 @@ from urllib3.util.ssl_ import create_urllib3_context
 from endpoints.models import EndpointClientCertificate
 from endpoints.validation import validate_webhook_url
 
+from .connect_guard import GuardedAdapter
+
 _local = threading.local()
 CHUNK_SIZE = 4096
 # The watchdog acts this long after the deadline, so that a plain read timeout, which fires
 # at the deadline, keeps reporting as one (ReadTimeout) and the watchdog only cuts trickles.
 DEADLINE_GRACE = 0.5
-# Errors that another try cannot fix: the URL or its address is refused by policy.
+# Errors that another try cannot fix: the URL or its address is refused by policy, or the
+# HTTP client refuses the request itself (an endpoint saved before a validation existed).
 BLOCKED_ADDRESS = "BlockedAddress"
 REFUSED_URL = "RefusedURL"
-NOT_RETRYABLE_ERRORS = frozenset({BLOCKED_ADDRESS, REFUSED_URL})
+NOT_RETRYABLE_ERRORS = frozenset({BLOCKED_ADDRESS, REFUSED_URL, "InvalidURL", "InvalidHeader"})
 # Client-certificate SSLContexts kept per thread (each holds a parsed key).
 CLIENT_CONTEXTS_PER_THREAD = 32
 
@@ -193,8 +196,8 @@ class _ClientCertificateMixin:
         return host_params, pool_kwargs
 
 
-class _GuardedAdapter(_ClientCertificateMixin, IPFilterAdapter):
-    """requests-hardened's SSRF guard: resolve, refuse non-public addresses, pin the address."""
+class _GuardedAdapter(_ClientCertificateMixin, GuardedAdapter):
+    """The SSRF guard: resolve, refuse if any address is non-public, pin the checked address."""
 
 
 class _OpenAdapter(_ClientCertificateMixin, HTTPAdapter):
@@ -220,7 +223,7 @@ def _session(allow_private: bool) -> requests.Session:
             if allow_private:
                 session.mount(scheme, _OpenAdapter())
             else:
-                session.mount(scheme, _GuardedAdapter(is_https_proto=scheme == "https://", allow_loopback=False))
+                session.mount(scheme, _GuardedAdapter(is_https_proto=scheme == "https://"))
         for adapter in session.adapters.values():
             adapter.poolmanager.pool_classes_by_scheme = {
                 "http": _WatchedHTTPConnectionPool,

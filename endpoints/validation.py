@@ -7,11 +7,14 @@ wrong and what would be accepted; Endpoint.save() runs them all, so nothing inva
 import re
 from urllib.parse import urlsplit
 
+import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from requests.utils import check_header_validity
+from urllib3.util import SKIP_HEADER
 
 from .event_types import MAX_PATTERNS_PER_ENDPOINT, pattern_error
-from .network_policy import host_blocked_reason
+from .network_policy import address_phrase, host_blocked_reason
 
 MAX_URL_LENGTH = 2000
 MAX_HEADERS = 20
@@ -34,6 +37,14 @@ RESERVED_HEADERS = frozenset(
         "x-webhook-signature",
         "x-webhook-timestamp",
     }
+)
+# DNS limits on a host name, counted on the ASCII form that is sent (punycode for IDNA names).
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+HOST_NAME_RE = re.compile(r"[a-z0-9_.-]+")  # as sent: lowercased, IDNA labels in punycode
+HOST_CHARACTERS_MESSAGE = (
+    "URL host {host!r} is not one the HTTP client can send to: use letters, digits, hyphens and "
+    "dots (no '*' wildcard, no leading dot)."
 )
 
 
@@ -85,19 +96,71 @@ def validate_webhook_url(url: str) -> None:
             code="port",
         )
     host = parts.hostname
-    if not host.startswith("[") and ":" not in host:
-        try:
-            host.encode("idna")
-        except UnicodeError:
-            raise ValidationError(f"URL host {host!r} is not a valid host name.", code="invalid_url") from None
+    sent_host = host_as_sent(url, host)
     if not settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS:
-        reason = host_blocked_reason(host)
-        if reason:
+        # Both the host as written and as the client will send it: "%6c%6f%63alhost" goes to
+        # localhost.
+        for candidate in dict.fromkeys((host, sent_host)):
+            reason = host_blocked_reason(candidate)
+            if reason:
+                written = repr(host) if candidate == host else f"{host!r} (sent as {candidate!r})"
+                raise ValidationError(
+                    f"URL host {written} is {address_phrase(reason)}; webhooks may only go to public "
+                    "addresses (set WEBHOOKS_ALLOW_PRIVATE_NETWORKS=1 for local development).",
+                    code="blocked_address",
+                )
+
+
+def host_as_sent(url: str, host: str) -> str:
+    """The host of `url` as the HTTP client will send it, refused if the client cannot.
+
+    Normalised by the client's own function, requests' `PreparedRequest.prepare_url` (the
+    transport runs it at every send): urllib3 percent-decodes the host, lowercases it and
+    encodes each non-ASCII label with IDNA 2008 (strict: full-width letters or an ideographic
+    full stop are refused, not folded as UTS #46 would). Then the resolver's limits apply
+    (Python's IDNA codec, which urllib3 runs before connecting, and DNS): labels of 1 to 63
+    characters, at most 253 in all. What fails here would fail at every send.
+    """
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+    except (requests.RequestException, ValueError):
+        # The client's message may quote the whole URL (and a token in its query): not repeated.
+        if not host.isascii():
             raise ValidationError(
-                f"URL host {host!r} is a {reason} address; webhooks may only go to public "
-                "addresses (set WEBHOOKS_ALLOW_PRIVATE_NETWORKS=1 for local development).",
-                code="blocked_address",
-            )
+                f"URL host {host!r} is not a valid internationalised host name (IDNA 2008, as the "
+                "HTTP client encodes it; full-width or other compatibility characters are refused). "
+                "Write it in its standard form, e.g. bücher.example or xn--bcher-kva.example.",
+                code="invalid_url",
+            ) from None
+        raise ValidationError(HOST_CHARACTERS_MESSAGE.format(host=host), code="invalid_url") from None
+    sent = urlsplit(prepared.url).hostname or ""
+    if ":" in sent:  # an IPv6 literal
+        return sent
+    name = sent.removesuffix(".")
+    if len(name) > MAX_HOST_LENGTH:
+        raise ValidationError(
+            f"URL host is {len(name)} characters long as sent (IDNA-encoded); a host name has at most "
+            f"{MAX_HOST_LENGTH}.",
+            code="invalid_url",
+        )
+    if not HOST_NAME_RE.fullmatch(name):
+        # The client percent-encodes other characters ("ex{ample" is sent as "ex%7bample"),
+        # and no resolver knows such a name.
+        raise ValidationError(HOST_CHARACTERS_MESSAGE.format(host=host), code="invalid_url")
+    try:
+        sent.encode("idna")
+    except UnicodeError:
+        invalid = True
+    else:
+        invalid = any(not 0 < len(label) <= MAX_LABEL_LENGTH for label in name.split("."))
+    if invalid:
+        raise ValidationError(
+            f"URL host {host!r} is not a valid host name: each dot-separated part must have 1 to "
+            f"{MAX_LABEL_LENGTH} characters.",
+            code="invalid_url",
+        )
+    return sent
 
 
 def is_encodable(text: str) -> bool:
@@ -151,6 +214,17 @@ def validate_custom_headers(headers: object) -> None:
             raise ValidationError(f"Header {name!r} must not contain control characters.", code="header_value")
         if not value.isascii():
             raise ValidationError(f"Header {name!r} must be plain ASCII text.", code="header_value")
+        if value != value.strip(" \t"):
+            # requests refuses a leading space or tab at every send (InvalidHeader); a trailing
+            # one is not part of the value for the receiver (RFC 9110, 5.5).
+            raise ValidationError(f"Header {name!r} must not start or end with a space or tab.", code="header_value")
+        if value == SKIP_HEADER:
+            raise ValidationError(f"Header {name!r} has a value reserved by the HTTP client.", code="header_value")
+        try:
+            # The client's own check, run again at every send: what it refuses is refused here.
+            check_header_validity((name, value))
+        except requests.exceptions.InvalidHeader:
+            raise ValidationError(f"Header {name!r} is refused by the HTTP client.", code="header_value") from None
 
 
 def validate_sensitive_header_names(names: object) -> None:
