@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
+
+from endpoints.app_settings import webhook_settings
 
 from . import breaker, signals, transport
 from .metrics import observe_attempt
@@ -103,9 +104,9 @@ def assess(
             last_error = f"{last_error} (gave up after {number} attempts)"
         else:
             next_attempt_at = now + timedelta(seconds=delay)
-            if delay <= settings.WEBHOOKS_MAX_COUNTDOWN:
+            if delay <= webhook_settings.MAX_COUNTDOWN:
                 retry_at = next_attempt_at
-                queued_until = next_attempt_at + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+                queued_until = next_attempt_at + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
     status = {
         Verdict.SUCCEEDED: DeliveryStatus.SUCCEEDED,
         Verdict.RETRY: DeliveryStatus.PENDING,

@@ -10,18 +10,18 @@ closes the breaker and releases every parked delivery; a failure opens it again.
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
 from .models import Delivery, DeliveryStatus
 
 
 def cooldown() -> timedelta:
-    return timedelta(seconds=settings.WEBHOOKS_BREAKER_COOLDOWN)
+    return timedelta(seconds=webhook_settings.BREAKER_COOLDOWN)
 
 
 def may_send(endpoint: Endpoint, now: datetime) -> bool:
@@ -38,7 +38,7 @@ def may_send(endpoint: Endpoint, now: datetime) -> bool:
 
 def record_failure(endpoint: Endpoint, now: datetime, count: int = 1) -> None:
     """Count `count` failed attempts; those that reach the threshold open the breaker."""
-    threshold = settings.WEBHOOKS_BREAKER_THRESHOLD
+    threshold = webhook_settings.BREAKER_THRESHOLD
     Endpoint.objects.filter(pk=endpoint.pk).update(
         consecutive_failures=F("consecutive_failures") + count,
         failing_since=Coalesce(F("failing_since"), Value(now)),

@@ -9,7 +9,6 @@ schema rejects, before anything is written. The schemas are checked at start-up 
 from functools import cache
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Error, register
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -18,6 +17,7 @@ from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
+from endpoints.app_settings import webhook_settings
 from endpoints.event_types import event_type_error
 
 ENTRY_KEYS = frozenset({"description", "schema"})
@@ -25,7 +25,7 @@ ENTRY_KEYS = frozenset({"description", "schema"})
 
 def event_types() -> dict[str, dict[str, Any]]:
     """The configured catalog (`WEBHOOKS_EVENT_TYPES`); empty means "any type"."""
-    return getattr(settings, "WEBHOOKS_EVENT_TYPES", None) or {}
+    return webhook_settings.EVENT_TYPES or {}
 
 
 def catalog_error(event_type: str, payload: Any) -> str | None:
@@ -63,7 +63,7 @@ def _clear_validators(setting: str, **kwargs) -> None:
 @register()
 def check_event_catalog(app_configs, **kwargs) -> list[Error]:
     """WEBHOOKS_EVENT_TYPES: valid type names, known keys, and schemas that are valid JSON Schema."""
-    catalog = getattr(settings, "WEBHOOKS_EVENT_TYPES", None) or {}
+    catalog = webhook_settings.EVENT_TYPES or {}
     if not isinstance(catalog, dict):
         return [
             Error(

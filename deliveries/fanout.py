@@ -4,10 +4,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from endpoints.app_settings import webhook_settings
 from endpoints.event_types import PatternSet, compiled_patterns
 from endpoints.models import Endpoint
 
@@ -68,7 +68,7 @@ def fan_out_events(event_ids: Iterable[str]) -> list[Delivery]:
                     for row, patterns in by_tenant[event.tenant]
                     if patterns.match(event.type)
                 ]
-        queued_until = now + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+        queued_until = now + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
         deliveries = Delivery.objects.bulk_create(
             [
                 # An endpoint paused by its circuit breaker gets its delivery parked, unsent.

@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import mail_admins
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
 from . import signals
@@ -38,7 +38,7 @@ class HealthReport:
 
 def health_windows() -> list[int]:
     try:
-        windows = [int(part) for part in settings.WEBHOOKS_HEALTH_WINDOWS.split(",") if part.strip()]
+        windows = [int(part) for part in webhook_settings.HEALTH_WINDOWS.split(",") if part.strip()]
     except ValueError:
         raise ImproperlyConfigured("WEBHOOKS_HEALTH_WINDOWS must be comma-separated whole seconds") from None
     if not windows or any(w <= 0 for w in windows):
@@ -60,7 +60,7 @@ def _alert(endpoint: Endpoint, window: int, rate: float, attempts: int, unhealth
     state = "unhealthy" if unhealthy else "recovered"
     message = (
         f"webhook endpoint {state} endpoint={endpoint.pk} url={endpoint.url} window_s={window} "
-        f"success_rate={rate:.3f} attempts={attempts} threshold={settings.WEBHOOKS_HEALTH_THRESHOLD}"
+        f"success_rate={rate:.3f} attempts={attempts} threshold={webhook_settings.HEALTH_THRESHOLD}"
     )
     (logger.warning if unhealthy else logger.info)(message)
     signal = signals.endpoint_unhealthy if unhealthy else signals.endpoint_recovered
@@ -68,15 +68,15 @@ def _alert(endpoint: Endpoint, window: int, rate: float, attempts: int, unhealth
 
     def send() -> None:
         signal.send(sender=Endpoint, **kwargs)
-        if settings.WEBHOOKS_HEALTH_MAIL_ADMINS:
+        if webhook_settings.HEALTH_MAIL_ADMINS:
             mail_admins(f"Webhook endpoint {state}: {endpoint.url}", message, fail_silently=True)
 
     transaction.on_commit(send)
 
 
 def check_windows(now: datetime, report: HealthReport) -> None:
-    threshold = settings.WEBHOOKS_HEALTH_THRESHOLD
-    minimum = settings.WEBHOOKS_HEALTH_MIN_ATTEMPTS
+    threshold = webhook_settings.HEALTH_THRESHOLD
+    minimum = webhook_settings.HEALTH_MIN_ATTEMPTS
     for window in health_windows():
         counts = attempt_counts(window, now)
         states = {h.endpoint_id: h for h in EndpointHealth.objects.filter(window_seconds=window)}
@@ -109,7 +109,7 @@ def check_windows(now: datetime, report: HealthReport) -> None:
 
 
 def disable_long_failing(now: datetime, report: HealthReport) -> None:
-    cutoff = now - timedelta(seconds=settings.WEBHOOKS_AUTO_DISABLE_AFTER)
+    cutoff = now - timedelta(seconds=webhook_settings.AUTO_DISABLE_AFTER)
     for endpoint in Endpoint.objects.filter(is_active=True, failing_since__lt=cutoff):
         with transaction.atomic():
             endpoint.disable(f"failing without a success since {endpoint.failing_since:%Y-%m-%d %H:%M:%S}Z")

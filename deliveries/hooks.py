@@ -40,13 +40,13 @@ from dataclasses import dataclass
 from functools import cache
 
 from django.apps import apps
-from django.conf import settings
 from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models, router, transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils.module_loading import import_string
 
+from endpoints.app_settings import webhook_settings
 from endpoints.event_types import event_type_error
 
 from .catalog import event_types as catalog_event_types
@@ -169,7 +169,7 @@ def connect_configured_hooks() -> None:
 
 
 def _configured() -> dict:
-    return getattr(settings, "WEBHOOKS_MODEL_HOOKS", None) or {}
+    return webhook_settings.MODEL_HOOKS or {}
 
 
 def _connect(hook: ModelHook) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -33,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
 from .models import Delivery, DeliveryStatus
@@ -206,7 +206,7 @@ def start_worker_metrics_server(port: int | None = None, addr: str = "0.0.0.0") 
     Stop it with `server.shutdown(); server.server_close(); thread.join()`.
     """
     if port is None:
-        port = settings.WEBHOOKS_WORKER_METRICS_PORT
+        port = webhook_settings.WORKER_METRICS_PORT
         if not port:
             return None
     return start_http_server(port, addr=addr, registry=WORKER_REGISTRY)
@@ -226,7 +226,7 @@ def _serve_worker_metrics(sender=None, **kwargs) -> None:
         # Metrics are not worth stopping deliveries for; say loudly why there are none.
         logger.exception(
             "could not serve worker metrics on port %s (another process on this host uses it?)",
-            settings.WEBHOOKS_WORKER_METRICS_PORT,
+            webhook_settings.WORKER_METRICS_PORT,
         )
         return
     if _worker_server is not None:

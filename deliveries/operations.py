@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
 from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
@@ -45,7 +45,7 @@ class OperationRefused(Exception):
 
 def _requeue_window(now: datetime) -> datetime:
     """Until when the sweep leaves a freshly enqueued delivery alone (its message is on the way)."""
-    return now + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+    return now + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
 
 
 def _enqueue_after_commit(delivery_ids: list[int], trigger: str) -> None:

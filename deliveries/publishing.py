@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from endpoints.app_settings import webhook_settings
 from endpoints.event_types import event_type_error
 from endpoints.validation import is_encodable
 
@@ -117,7 +117,7 @@ def serialize_payload(data: Any) -> str:
     """
     if not isinstance(data, dict):
         raise PublishError(f"payload must be a JSON object (a dict), not {type(data).__name__}")
-    limit = settings.WEBHOOKS_MAX_PAYLOAD_BYTES
+    limit = webhook_settings.MAX_PAYLOAD_BYTES
     error = payload_structure_error(data, limit)
     if error:
         raise PublishError(error)
@@ -330,7 +330,7 @@ def _enqueue_fan_outs(event_ids: list[str]) -> None:
 
     observe_published(len(event_ids))
     sent = 0
-    size = settings.WEBHOOKS_FANOUT_BATCH_SIZE
+    size = webhook_settings.FANOUT_BATCH_SIZE
     try:
         with fan_out_task.app.producer_or_acquire() as producer:
             for start in range(0, len(event_ids), size):

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from celery import shared_task
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import EndpointSecret
 
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Event
@@ -53,8 +53,8 @@ class Cutoffs:
 
     @classmethod
     def at(cls, now: datetime) -> "Cutoffs":
-        succeeded_days = settings.WEBHOOKS_RETENTION_SUCCEEDED_DAYS
-        failed_days = settings.WEBHOOKS_RETENTION_FAILED_DAYS
+        succeeded_days = webhook_settings.RETENTION_SUCCEEDED_DAYS
+        failed_days = webhook_settings.RETENTION_FAILED_DAYS
         return cls(
             now=now,
             succeeded=now - timedelta(days=succeeded_days),
@@ -83,7 +83,7 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     if report_only:
         return _count_purgeable(cutoffs)
 
-    batch_size = settings.WEBHOOKS_RETENTION_BATCH_SIZE
+    batch_size = webhook_settings.RETENTION_BATCH_SIZE
     succeeded, succeeded_attempts = _purge_deliveries(DeliveryStatus.SUCCEEDED, cutoffs.succeeded, batch_size)
     failed, failed_attempts = _purge_deliveries(DeliveryStatus.FAILED, cutoffs.failed, batch_size)
     events = _delete_in_batches(

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from endpoints.app_settings import webhook_settings
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 25, 125, 625, 3125, 15625, *(12 * 3600,) * 6)
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -68,12 +69,12 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls) -> "RetryPolicy":
-        raw = settings.WEBHOOKS_RETRY_SCHEDULE
+        raw = webhook_settings.RETRY_SCHEDULE
         return cls(
             schedule=parse_schedule(raw) if raw else DEFAULT_SCHEDULE,
-            jitter=settings.WEBHOOKS_RETRY_JITTER,
-            retry_all_non_2xx=settings.WEBHOOKS_RETRY_ALL_NON_2XX,
-            max_retry_after=settings.WEBHOOKS_MAX_RETRY_AFTER,
+            jitter=webhook_settings.RETRY_JITTER,
+            retry_all_non_2xx=webhook_settings.RETRY_ALL_NON_2XX,
+            max_retry_after=webhook_settings.MAX_RETRY_AFTER,
         )
 
     @property

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from random import SystemRandom
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
+
+from endpoints.app_settings import webhook_settings
 
 from . import breaker, transport
 from .attempt_records import AssessedAttempt, SendOutcome, assess, record_attempts
@@ -34,7 +35,7 @@ secrets_random = SystemRandom()
 
 def lease_seconds() -> float:
     """How long a claim lasts: longer than any send can take, so it only lapses if the worker died."""
-    return settings.WEBHOOKS_CONNECT_TIMEOUT + settings.WEBHOOKS_REQUEST_TIMEOUT + settings.WEBHOOKS_CLAIM_MARGIN
+    return webhook_settings.CONNECT_TIMEOUT + webhook_settings.REQUEST_TIMEOUT + webhook_settings.CLAIM_MARGIN
 
 
 def render_body(event: Event) -> bytes:
@@ -71,7 +72,7 @@ def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp
     headers.update(
         {
             "Content-Type": "application/json",
-            "User-Agent": settings.WEBHOOKS_USER_AGENT,
+            "User-Agent": webhook_settings.USER_AGENT,
             **signature_headers(endpoint.signature_scheme, secrets, delivery.event.webhook_id, timestamp, body),
         }
     )
@@ -159,7 +160,7 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
     client_certificate = getattr(endpoint, "client_certificate", None)  # None: no mTLS
     policy = RetryPolicy.from_settings()
     # Within the lease's margin too: the last send may take a whole request timeout after this.
-    stop_at = time.monotonic() + min(settings.WEBHOOKS_SEND_BATCH_SECONDS, settings.WEBHOOKS_CLAIM_MARGIN / 2)
+    stop_at = time.monotonic() + min(webhook_settings.SEND_BATCH_SECONDS, webhook_settings.CLAIM_MARGIN / 2)
     made: list[AssessedAttempt] = []
     rest: list[Delivery] = []
     for index, delivery in enumerate(group):

@@ -12,10 +12,11 @@ still sent once, because sending starts by claiming it.
 from datetime import timedelta
 from typing import NamedTuple
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from endpoints.app_settings import webhook_settings
 
 from .models import Delivery, DeliveryStatus, Event
 
@@ -48,14 +49,14 @@ def take_due(limit: int) -> list[Due]:
         ids = [row[0] for row in rows]
         if ids:
             Delivery.objects.filter(id__in=ids).update(
-                queued_until=now + timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+                queued_until=now + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
             )
     return [Due(pk, endpoint_id, bool(attempts or failures)) for pk, endpoint_id, attempts, failures in rows]
 
 
 def events_never_fanned_out(limit: int) -> list[str]:
     """Events committed at least a requeue interval ago and still not fanned out."""
-    cutoff = timezone.now() - timedelta(seconds=settings.WEBHOOKS_REQUEUE_AFTER)
+    cutoff = timezone.now() - timedelta(seconds=webhook_settings.REQUEUE_AFTER)
     return [
         str(pk)
         for pk in Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=cutoff)

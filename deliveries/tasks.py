@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from celery import shared_task
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from endpoints.app_settings import webhook_settings
 from webhooks_project.celery import DELIVERY_QUEUE, RETRY_QUEUE
 
 from .breaker import release_after_pauses
@@ -59,7 +59,7 @@ def enqueue_due(due: Iterable[Due]) -> int:
     """Publish the sends of due deliveries: those of one endpoint and lane in batches of
     WEBHOOKS_SEND_BATCH_SIZE (one message each), over one broker connection; return how many
     deliveries were enqueued."""
-    size = settings.WEBHOOKS_SEND_BATCH_SIZE
+    size = webhook_settings.SEND_BATCH_SIZE
     groups: dict[tuple[int, bool], list[int]] = {}
     for item in due:
         groups.setdefault((item.endpoint_id, item.retry_lane), []).append(item.id)
@@ -110,7 +110,7 @@ def fan_out_task(event_ids: str | list[str]) -> int:
         for delivery in deliveries
         if delivery.next_attempt_at is not None
     ]
-    first = _first_batch(due) if settings.WEBHOOKS_FANOUT_SENDS_FIRST_BATCH else []
+    first = _first_batch(due) if webhook_settings.FANOUT_SENDS_FIRST_BATCH else []
     queued = enqueue_due(item for item in due if item not in first)
     if first:
         try:
@@ -130,7 +130,7 @@ def _first_batch(due: list[Due]) -> list[Due]:
     if first is None:
         return []
     same = [item for item in due if item.endpoint_id == first.endpoint_id and not item.retry_lane]
-    return same[: settings.WEBHOOKS_SEND_BATCH_SIZE]
+    return same[: webhook_settings.SEND_BATCH_SIZE]
 
 
 @shared_task(name="deliveries.send", acks_late=True, ignore_result=True, **DATABASE_RETRY)
@@ -164,10 +164,10 @@ def _follow_up(batch: BatchResult) -> None:
 @shared_task(name="deliveries.sweep_due", ignore_result=True)
 def sweep_due_task() -> dict[str, int]:
     """Enqueue due deliveries and fan out forgotten events, in batches."""
-    batch_size = settings.WEBHOOKS_SWEEP_BATCH_SIZE
+    batch_size = webhook_settings.SWEEP_BATCH_SIZE
     events = events_never_fanned_out(batch_size)
     try:
-        fan_out_size = settings.WEBHOOKS_FANOUT_BATCH_SIZE
+        fan_out_size = webhook_settings.FANOUT_BATCH_SIZE
         for start in range(0, len(events), fan_out_size):
             fan_out_task.apply_async((events[start : start + fan_out_size],))
     except Exception:

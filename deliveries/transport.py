@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import requests
 import urllib3
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from requests.adapters import HTTPAdapter
 from requests_hardened import Config, HTTPSession
@@ -45,6 +44,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import EndpointClientCertificate
 from endpoints.validation import validate_webhook_url
 
@@ -215,7 +215,7 @@ def _session(allow_private: bool) -> requests.Session:
             ip_filter_enable=False,  # our adapters below do it, with client certificates
             ip_filter_allow_loopback_ips=False,
             never_redirect=True,
-            default_timeout=(settings.WEBHOOKS_CONNECT_TIMEOUT, settings.WEBHOOKS_REQUEST_TIMEOUT),
+            default_timeout=(webhook_settings.CONNECT_TIMEOUT, webhook_settings.REQUEST_TIMEOUT),
         )
         session = sessions[key] = HTTPSession(config)
         session.trust_env = False
@@ -330,12 +330,12 @@ def post(
     refusal = refused_by_policy(url)
     if refusal is not None:
         return Result(error=refusal)
-    timeout = settings.WEBHOOKS_REQUEST_TIMEOUT
-    connect_timeout = min(settings.WEBHOOKS_CONNECT_TIMEOUT, timeout)
-    cap = settings.WEBHOOKS_MAX_RESPONSE_BYTES
+    timeout = webhook_settings.REQUEST_TIMEOUT
+    connect_timeout = min(webhook_settings.CONNECT_TIMEOUT, timeout)
+    cap = webhook_settings.MAX_RESPONSE_BYTES
     started = time.monotonic()
     deadline = started + timeout
-    session = _session(settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS)
+    session = _session(webhook_settings.ALLOW_PRIVATE_NETWORKS)
     result = Result()
     watched: list[_Alarm] = []
     _local.deadline, _local.watched = deadline, watched
@@ -351,7 +351,7 @@ def post(
             timeout=(connect_timeout, timeout),
             allow_redirects=False,
             stream=True,
-            verify=settings.WEBHOOKS_CA_BUNDLE or True,
+            verify=webhook_settings.CA_BUNDLE or True,
             cert=None,
             proxies={},
         )

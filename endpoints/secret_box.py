@@ -20,6 +20,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from .app_settings import webhook_settings
+
 GENERATE_HINT = (
     'generate one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 )
@@ -31,7 +33,7 @@ class SecretKeyError(ImproperlyConfigured):
 
 def configured_keys() -> list[str]:
     """WEBHOOKS_SECRET_KEYS as a list (the setting may be a list or a comma-separated string)."""
-    value = getattr(settings, "WEBHOOKS_SECRET_KEYS", None) or []
+    value = webhook_settings.SECRET_KEYS or []
     if isinstance(value, str):
         value = value.split(",")
     return [key.strip() for key in value if isinstance(key, str) and key.strip()]

@@ -8,11 +8,11 @@ import re
 from urllib.parse import urlsplit
 
 import requests
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from requests.utils import check_header_validity
 from urllib3.util import SKIP_HEADER
 
+from .app_settings import webhook_settings
 from .event_types import MAX_PATTERNS_PER_ENDPOINT, pattern_error
 from .network_policy import address_phrase, host_blocked_reason
 
@@ -72,7 +72,7 @@ def validate_webhook_url(url: str) -> None:
         raise ValidationError(f"URL is malformed: {exc}.", code="invalid_url") from None
     if parts.scheme not in ("http", "https"):
         raise ValidationError(f"URL scheme must be http or https, not {parts.scheme or 'missing'!r}.", code="scheme")
-    if parts.scheme == "http" and not settings.WEBHOOKS_ALLOW_HTTP:
+    if parts.scheme == "http" and not webhook_settings.ALLOW_HTTP:
         raise ValidationError(
             "URL must use https: plain http is refused outside DEBUG (WEBHOOKS_ALLOW_HTTP).", code="scheme"
         )
@@ -87,7 +87,7 @@ def validate_webhook_url(url: str) -> None:
         raise ValidationError("URL must not contain a #fragment (it is never sent).", code="invalid_url")
     if port == 0:
         raise ValidationError("URL port must be between 1 and 65535.", code="invalid_url")
-    allowed_ports = settings.WEBHOOKS_ALLOWED_PORTS
+    allowed_ports = webhook_settings.ALLOWED_PORTS
     effective_port = port or (443 if parts.scheme == "https" else 80)
     if allowed_ports and effective_port not in allowed_ports:
         raise ValidationError(
@@ -97,7 +97,7 @@ def validate_webhook_url(url: str) -> None:
         )
     host = parts.hostname
     sent_host = host_as_sent(url, host)
-    if not settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS:
+    if not webhook_settings.ALLOW_PRIVATE_NETWORKS:
         # Both the host as written and as the client will send it: "%6c%6f%63alhost" goes to
         # localhost.
         for candidate in dict.fromkeys((host, sent_host)):

@@ -4,7 +4,6 @@ Registered here rather than in endpoints/admin.py because the figures and action
 deliveries app, and endpoints never imports deliveries (DESIGN.md).
 """
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ChangeList
@@ -18,6 +17,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
 from ..endpoint_stats import (
@@ -167,7 +167,7 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
             )
         if rate is None or not rate.attempts:
             return "-"
-        color = "#c62828" if rate.rate < settings.WEBHOOKS_HEALTH_THRESHOLD else "inherit"
+        color = "#c62828" if rate.rate < webhook_settings.HEALTH_THRESHOLD else "inherit"
         return format_html(
             '<span style="color:{}">{} %</span> <span class="quiet">of {}</span>',
             color,

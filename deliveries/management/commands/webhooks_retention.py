@@ -7,10 +7,10 @@ nothing.
 
 import json
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from deliveries.retention import purge_old_deliveries
+from endpoints.app_settings import webhook_settings
 
 ROWS = (
     ("succeeded_deliveries", "Succeeded deliveries"),
@@ -35,9 +35,9 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(counts, sort_keys=True))
             return
         verb = "Would delete" if report.report_only else "Deleted"
-        self.stdout.write(f"{verb} (batches of {settings.WEBHOOKS_RETENTION_BATCH_SIZE}):")
-        succeeded_days = settings.WEBHOOKS_RETENTION_SUCCEEDED_DAYS
-        failed_days = settings.WEBHOOKS_RETENTION_FAILED_DAYS
+        self.stdout.write(f"{verb} (batches of {webhook_settings.RETENTION_BATCH_SIZE}):")
+        succeeded_days = webhook_settings.RETENTION_SUCCEEDED_DAYS
+        failed_days = webhook_settings.RETENTION_FAILED_DAYS
         ages = {
             "succeeded_deliveries": succeeded_days,
             "failed_deliveries": failed_days,
