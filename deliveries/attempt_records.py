@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
@@ -163,7 +164,7 @@ def record_attempts(made: list[AssessedAttempt], lease: datetime, trigger: str) 
         try:
             held = _already_recorded(made) if failure is not None else None
             if held is None:
-                held = _write(made, lease)
+                held = _write_numbered(made, lease)
         except (OperationalError, InterfaceError) as error:
             failure = error
             if not connection.in_atomic_block:
@@ -195,6 +196,36 @@ def record_attempts(made: list[AssessedAttempt], lease: datetime, trigger: str) 
                 attempt.row.number,
             )
     return [_observe(attempt, trigger) for attempt in made]
+
+
+def _write_numbered(made: list[AssessedAttempt], lease: datetime) -> set[int]:
+    """_write, once more with the attempts renumbered if their numbers are taken.
+
+    A number is taken only when a sender whose lease lapsed (a process frozen past it) recorded
+    its late attempt after this sender claimed the delivery with the same attempt count. Without
+    renumbering, every later sender would collide with that row too: the delivery would be sent
+    again at each lease, forever, never recorded. The unique constraint finds it, at no cost to
+    the usual write.
+    """
+    try:
+        return _write(made, lease)
+    except IntegrityError:
+        taken = dict(
+            DeliveryAttempt.objects.filter(delivery_id__in=[attempt.delivery.pk for attempt in made])
+            .values("delivery_id")
+            .annotate(last=Max("number"))
+            .values_list("delivery_id", "last")
+        )
+        renumbered = False
+        for attempt in made:
+            last = taken.get(attempt.delivery.pk)
+            if last is not None and last >= attempt.row.number:
+                attempt.row.number = attempt.changes["attempt_count"] = last + 1
+                renumbered = True
+        if not renumbered:
+            raise
+        logger.warning("attempt numbers taken by a lapsed sender's late record; recorded after them")
+        return _write(made, lease)
 
 
 def _write(made: list[AssessedAttempt], lease: datetime) -> set[int]:

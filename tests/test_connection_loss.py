@@ -252,3 +252,24 @@ def test_worker_connections_killed_mid_batch_cost_no_resend_and_no_missing_attem
     # each sent once, each with exactly one attempt row
     assert (resent, unrecorded) == (0, 0)
     assert_sent_and_recorded_once_each(ids, receiver)
+
+
+def test_an_attempt_number_taken_by_a_lapsed_senders_late_record_is_skipped_not_retried_forever(receiver):
+    # Given a due delivery whose attempt 1 was recorded late by a sender whose lease had lapsed
+    # (its state untouched: attempt_count is still 0, so the next sender also makes "attempt 1")
+    endpoint = Endpoint.objects.create(url=receiver.url("/hook"))
+    [delivery_id] = due_deliveries(endpoint, 1)
+    DeliveryAttempt.objects.create(
+        delivery_id=delivery_id, number=1, started_at=timezone.now(), duration_ms=5, response_status=200
+    )
+
+    # When it is sent
+    batch = send_deliveries([delivery_id])
+
+    # Then the send is recorded after the late row instead of failing on its number (which would
+    # leave the delivery leased, to be sent again at every lease, never recorded)
+    assert [(o.verdict, o.attempt) for o in batch.outcomes] == [("succeeded", 2)]
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.attempt_count, delivery.locked_until) == (DeliveryStatus.SUCCEEDED, 2, None)
+    assert list(delivery.attempts.values_list("number", flat=True)) == [1, 2]
+    assert len(receiver.received("/hook")) == 1
