@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint format install
 
-$(BIN)/.installed: requirements.txt
+# requirements.txt is `-e .[dev]`: the apps from this checkout with the dev extra of pyproject.toml.
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt

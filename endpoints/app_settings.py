@@ -17,6 +17,8 @@ from typing import Any
 
 from django.conf import settings
 
+from . import __version__
+
 __all__ = ["DEFAULTS", "PREFIX", "webhook_settings"]
 
 PREFIX = "WEBHOOKS_"
@@ -36,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_PORTS": [],  # empty: any port
     "CA_BUNDLE": "",  # empty: certifi's bundle
     "SECRET_KEYS": [],  # Fernet keys (endpoints/secret_box.py); empty: DEBUG-only development key
-    "USER_AGENT": "django-webhook-sender",
+    "USER_AGENT": f"django-webhook-sender/{__version__}",
     "MAX_RESPONSE_BYTES": 20 * 1024,
     # Retries (deliveries/retry_policy.py).
     "RETRY_SCHEDULE": "",  # comma-separated seconds between attempts; empty: the default schedule

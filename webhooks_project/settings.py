@@ -12,6 +12,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from endpoints import __version__ as webhooks_version
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("WEBHOOKS_VAR_DIR", BASE_DIR / "var"))
 
@@ -236,7 +238,7 @@ WEBHOOKS_SEND_BATCH_SECONDS = env_float("WEBHOOKS_SEND_BATCH_SECONDS", 2.5)
 WEBHOOKS_FANOUT_SENDS_FIRST_BATCH = env_bool("WEBHOOKS_FANOUT_SENDS_FIRST_BATCH", True)
 # A claim (lease) lasts connect + request timeout + this margin; it only lapses if the worker died.
 WEBHOOKS_CLAIM_MARGIN = env_float("WEBHOOKS_CLAIM_MARGIN", 60.0)
-WEBHOOKS_USER_AGENT = os.environ.get("WEBHOOKS_USER_AGENT", "django-webhook-sender/0.1")
+WEBHOOKS_USER_AGENT = os.environ.get("WEBHOOKS_USER_AGENT", f"django-webhook-sender/{webhooks_version}")
 
 # Health: success rate per endpoint over sliding windows, circuit breaker, auto-disable.
 WEBHOOKS_HEALTH_WINDOWS = os.environ.get("WEBHOOKS_HEALTH_WINDOWS", "900,86400")

@@ -56,7 +56,7 @@ class Command(BaseCommand):
         add("--hol-request-timeout", type=float, default=5.0, help="the workers' WEBHOOKS_REQUEST_TIMEOUT")
         add("--soak-deliveries", type=int, default=100_000)
         add("--soak-chunk", type=int, default=5000)
-        add("--drain-timeout", type=float, default=120.0, help="longest wait for a scenario's deliveries")
+        add("--drain-timeout", type=float, default=120.0, help="longest wait without a new delivery arriving")
         add("--worker-loglevel", default="INFO", help="the Procfile's INFO logs every task")
         add("--worker-env", action="append", default=[], metavar="NAME=VALUE", help="extra worker environment")
         add("--log-dir", default="", help="worker and receiver logs (default var/bench/<time>)")
