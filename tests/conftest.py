@@ -16,6 +16,7 @@ from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from django.conf import settings as django_settings
 
+from tests.distribution import built_distributions, built_wheel  # noqa: F401  (fixtures)
 from tests.receiver import Receiver
 from webhooks_project.celery import app as celery_app
 

@@ -2,25 +2,22 @@
 hold the three apps with their migrations, templates and management commands, and nothing else,
 and `twine check` passes on both.
 
-The build runs on a copy of the checkout's files (what `git ls-files` lists, plus new files not
-yet added): a fresh clone's view, so leftovers of an earlier build in the working tree (build/,
-*.egg-info) can neither add files nor hide missing ones. `python -m build` makes the sdist first
-and the wheel from the unpacked sdist, so a file the sdist forgets is missing from the wheel too.
+The build (tests/distribution.py, shared with the host project's test) runs on a copy of the
+checkout's files: a fresh clone's view.
 """
 
-import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
 from email.parser import Parser
-from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 import pytest
 from packaging.requirements import Requirement
 
 import endpoints
+from tests.distribution import checkout_files
 
 # Building takes seconds on an idle machine; the limit only stops a hung build.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -31,39 +28,9 @@ PACKAGES = ("endpoints", "deliveries", "webhook_receiver")
 NEVER_SHIPPED = ("tests", "webhooks_project", "bench", "docker")
 
 
-# Outside a git checkout (an unpacked archive), the tree less what .gitignore names.
-NOT_SOURCE = (".git", ".venv", "var", "build", "dist", "artifacts", "*.egg-info", "__pycache__", "*.pyc", ".*_cache")
-
-
-def checkout_files() -> list[str]:
-    """The checkout's files, relative to it: tracked ones and new ones that .gitignore allows."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=False,
-    )
-    if listed.returncode == 0:
-        names = listed.stdout.decode().split("\0")
-    else:
-        names = [str(path.relative_to(REPO)) for path in REPO.rglob("*")]
-        names = [name for name in names if not any(fnmatch(part, p) for part in Path(name).parts for p in NOT_SOURCE)]
-    return [name for name in names if name and (REPO / name).is_file()]
-
-
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    """The wheel and sdist built from a copy of the checkout, in a directory of their own."""
-    source = tmp_path_factory.mktemp("source")
-    for name in checkout_files():
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, source / name)
-    out = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(source)], capture_output=True, text=True, check=False
-    )
-    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
-    return out
+def dist(built_distributions) -> Path:
+    return built_distributions
 
 
 @pytest.fixture(scope="module")
