@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -81,6 +80,9 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "endpoints",
     "deliveries",
+    # Development tooling of this repository (manage.py webhooks_demo, webhooks_bench); not
+    # shipped in the wheel and not something a host installs.
+    "bench",
 ]
 
 MIDDLEWARE = [
@@ -197,6 +199,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# This project has no tasks of its own: anything unrouted goes to the delivery lane, so the
+# Procfile's two workers consume every queue the app declares. Queues, routes, the at-least-once
+# settings and the beat jobs come from deliveries.celery.configure() (webhooks_project/celery.py).
+CELERY_TASK_DEFAULT_QUEUE = "webhooks.deliveries"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The deliveries/endpoints loggers have their own handler (LOGGING above).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Webhooks -------------------------------------------------------------------------------
 WEBHOOKS_REQUEST_TIMEOUT = env_float("WEBHOOKS_REQUEST_TIMEOUT", 30.0)
@@ -278,23 +287,3 @@ if not CELERY_BROKER_URL.startswith("filesystem://") and (
     # A countdown message is held unacknowledged by the worker until it fires; past the
     # visibility timeout Redis hands it out again and the attempt runs twice.
     raise ImproperlyConfigured("WEBHOOKS_MAX_COUNTDOWN must stay below half of CELERY_BROKER_VISIBILITY_TIMEOUT.")
-
-# The sweep is registered here; django-celery-beat's scheduler writes it to its tables when
-# beat starts, so a fresh install has it. `expires` drops sweeps that waited too long.
-CELERY_BEAT_SCHEDULE = {
-    "webhooks-sweep-due": {
-        "task": "deliveries.sweep_due",
-        "schedule": WEBHOOKS_SWEEP_INTERVAL,
-        "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_SWEEP_INTERVAL},
-    },
-    "webhooks-health": {
-        "task": "deliveries.health_check",
-        "schedule": WEBHOOKS_HEALTH_INTERVAL,
-        "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_HEALTH_INTERVAL},
-    },
-    "webhooks-retention": {
-        "task": "deliveries.retention",
-        "schedule": crontab(hour=3, minute=17),
-        "options": {"queue": "webhooks.maintenance", "expires": 3600},
-    },
-}
