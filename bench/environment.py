@@ -16,7 +16,7 @@ import psycopg2
 import redis
 from kombu import Connection
 
-from webhooks_project.celery import QUEUES
+from deliveries.celery import QUEUES
 
 DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 SUITE_REDIS_DB = 15

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from webhooks_project.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, QUEUES, RETRY_QUEUE
+from deliveries.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, QUEUES, RETRY_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ",".join(QUEUES)

@@ -6,8 +6,10 @@ fixed, so that one mistake gives one message, not a traceback).
 """
 
 import os
+from datetime import timedelta
 from urllib.parse import urlsplit
 
+from celery.schedules import BaseSchedule
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
@@ -25,8 +27,17 @@ ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
     "ALLOWED_PORTS": (list, tuple, set, frozenset),
     "ALLOW_PRIVATE_NETWORKS": (bool,),
     "ALLOW_HTTP": (bool,),
+    "RETENTION_SCHEDULE": (type(None), int, float, timedelta, BaseSchedule),
 }
-TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", dict: "a dict"}
+TYPE_NAMES = {
+    bool: "True or False",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    dict: "a dict",
+    type(None): "None",
+    BaseSchedule: "a Celery schedule",
+}
 
 
 def _accepted(name: str) -> tuple[type, ...]:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from endpoints.app_settings import webhook_settings
 from endpoints.models import EndpointSecret
 
+from .celery import TASK_OPTIONS
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def _delete_in_batches(select: Callable[[], QuerySet], model: type, batch_size: 
     return deleted
 
 
-@shared_task(name="deliveries.retention", ignore_result=True)
+@shared_task(name="deliveries.retention", **TASK_OPTIONS)
 def retention_task(report_only: bool = False) -> dict:
     """Beat's daily purge (see purge_old_deliveries); logs one line with the counts."""
     report = purge_old_deliveries(report_only=report_only)

@@ -17,9 +17,9 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from endpoints.app_settings import webhook_settings
-from webhooks_project.celery import DELIVERY_QUEUE, RETRY_QUEUE
 
 from .breaker import release_after_pauses
+from .celery import DELIVERY_QUEUE, RETRY_QUEUE, TASK_OPTIONS
 from .fanout import fan_out_events
 from .health import check_health
 from .models import AttemptTrigger
@@ -29,7 +29,7 @@ from .sweeper import Due, events_never_fanned_out, take_due
 
 logger = logging.getLogger(__name__)
 
-# Workers keep their database connections across tasks (webhooks_project/celery.py). When the
+# Workers keep their database connections across tasks (deliveries/celery.py). When the
 # server dropped one (a restart, a failover, a pooler's idle timeout), the task that finds it
 # fails with one of these, the connection is closed after it, and the task runs again a second
 # later on a fresh one: a dropped connection costs a second, not a sweep interval. A send finds it
@@ -95,7 +95,7 @@ def _publish(batches: list[list[int]], queue: str | None, eta: datetime | None =
     return sent
 
 
-@shared_task(name="deliveries.fan_out", acks_late=True, ignore_result=True, **DATABASE_RETRY)
+@shared_task(name="deliveries.fan_out", **TASK_OPTIONS, **DATABASE_RETRY)
 def fan_out_task(event_ids: str | list[str]) -> int:
     """Create the deliveries of an event (an id) or of several (a list) and enqueue them.
 
@@ -133,7 +133,7 @@ def _first_batch(due: list[Due]) -> list[Due]:
     return same[: webhook_settings.SEND_BATCH_SIZE]
 
 
-@shared_task(name="deliveries.send", acks_late=True, ignore_result=True, **DATABASE_RETRY)
+@shared_task(name="deliveries.send", **TASK_OPTIONS, **DATABASE_RETRY)
 def send_delivery_task(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> str | None:
     """Try one delivery now; a soon retry goes back to the broker with an ETA, a later one waits
     in the database for the sweep. `trigger` says who asked (an operator's retry: "manual")."""
@@ -142,7 +142,7 @@ def send_delivery_task(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC
     return batch.outcomes[0].verdict if batch.outcomes else None
 
 
-@shared_task(name="deliveries.send_many", acks_late=True, ignore_result=True, **DATABASE_RETRY)
+@shared_task(name="deliveries.send_many", **TASK_OPTIONS, **DATABASE_RETRY)
 def send_many_task(delivery_ids: list[int], trigger: str = AttemptTrigger.AUTOMATIC) -> dict[str, int]:
     """Try several deliveries now (usually of one endpoint, over one connection)."""
     batch = send_deliveries(delivery_ids, trigger=trigger)
@@ -161,7 +161,7 @@ def _follow_up(batch: BatchResult) -> None:
     enqueue_due(Due(pk, endpoint_id, batch.released_failing) for pk, endpoint_id in batch.released)
 
 
-@shared_task(name="deliveries.sweep_due", ignore_result=True)
+@shared_task(name="deliveries.sweep_due", **TASK_OPTIONS)
 def sweep_due_task() -> dict[str, int]:
     """Enqueue due deliveries and fan out forgotten events, in batches."""
     batch_size = webhook_settings.SWEEP_BATCH_SIZE
@@ -186,7 +186,7 @@ def sweep_due_task() -> dict[str, int]:
     return {"deliveries": queued, "events": len(events), "released": released}
 
 
-@shared_task(name="deliveries.health_check", ignore_result=True)
+@shared_task(name="deliveries.health_check", **TASK_OPTIONS)
 def health_check_task() -> dict[str, int]:
     """Alert on endpoints whose success rate changed side of the threshold; auto-disable."""
     report = check_health()

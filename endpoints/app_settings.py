@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_SUCCEEDED_DAYS": 30.0,
     "RETENTION_FAILED_DAYS": 90.0,
     "RETENTION_BATCH_SIZE": 1000,
+    "RETENTION_SCHEDULE": None,  # a Celery schedule (crontab, seconds); None: daily at 03:17 UTC
     # Host integration.
     "MODEL_HOOKS": {},  # "app_label.Model" -> hook (README "Model hooks")
     "EVENT_TYPES": {},  # event type -> {"description", "schema"}; empty accepts every type

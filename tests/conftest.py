@@ -99,7 +99,7 @@ def celery_worker(transactional_db) -> Iterator["WorkController"]:
 
 def close_worker_connections() -> None:
     """Close the database sessions the stopped worker's threads kept (workers keep one per
-    thread across tasks, webhooks_project/celery.py); else they outlive the test."""
+    thread across tasks, deliveries/celery.py); else they outlive the test."""
     from django.db import connection
 
     with connection.cursor() as cursor:

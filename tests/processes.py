@@ -28,9 +28,9 @@ import amqp.exceptions
 import kombu
 import redis
 
+from deliveries.celery import QUEUES
 from tests.conftest import wait_until
 from tests.receiver import Receiver, _Handler, _Server
-from webhooks_project.celery import QUEUES
 from webhooks_project.celery import app as celery_app
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -348,15 +348,17 @@ class Processes:
         return server.start()
 
     def worker(
-        self, broker: Broker, concurrency: int = 8, queues: Iterable[str] = QUEUES, **settings: str | float
+        self, broker: Broker, concurrency: int = 8, queues: Iterable[str] | None = QUEUES, **settings: str | float
     ) -> Child:
-        """A Celery worker on the threads pool consuming `queues` (all of QUEUES by default),
-        started (not yet consuming: see wait_until_consuming)."""
+        """A Celery worker on the threads pool consuming `queues` (all of QUEUES by default; None
+        starts it without -Q, as a host's plain `celery -A host worker` would), started (not yet
+        consuming: see wait_until_consuming)."""
         self._workers += 1
         name = f"worker{self._workers}"
         argv = [
             *(sys.executable, "-m", "celery", "-A", "webhooks_project", "worker"),
-            *("-P", "threads", "-c", str(concurrency), "-Q", ",".join(queues)),
+            *("-P", "threads", "-c", str(concurrency)),
+            *(("-Q", ",".join(queues)) if queues is not None else ()),
             *("--loglevel", "INFO", "-n", f"fault{self._workers}@%h"),
         ]
         child = Child(name, argv, self.env(broker, **settings), self.log_dir / f"{name}.log")

@@ -15,11 +15,11 @@ from django.db import connection, transaction
 from django.db.backends.signals import connection_created
 
 from deliveries import publish, publish_many
+from deliveries.celery import DELIVERY_QUEUE, RETRY_QUEUE
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.tasks import fan_out_task
 from endpoints.models import Endpoint
 from tests.conftest import flush_broker, wait_until
-from webhooks_project.celery import DELIVERY_QUEUE, RETRY_QUEUE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhooks_project.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, RETRY_QUEUE, app
+from deliveries.celery import DELIVERY_QUEUE, FANOUT_QUEUE, MAINTENANCE_QUEUE, RETRY_QUEUE
+from webhooks_project.celery import app
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS_TYPES = ("web", "worker", "retry_worker", "beat")

@@ -17,11 +17,11 @@ import standardwebhooks
 from django.db import transaction
 
 from deliveries import publish
+from deliveries.celery import FANOUT_QUEUE, QUEUES
 from deliveries.models import DeliveryStatus
 from endpoints.models import Endpoint
 from tests.conftest import running_worker, wait_until
 from tests.test_faults import assert_resent_only_what_was_in_flight, attempts_of, measured, worker_mid_send
-from webhooks_project.celery import FANOUT_QUEUE, QUEUES
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.rabbitmq, pytest.mark.timeout(90)]
 

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_beat_registers_the_sweep_in_the_database_on_a_fresh_install():
-    assert not PeriodicTask.objects.filter(task="deliveries.sweep_due").exists()
+    # The jobs come from deliveries.celery.configure(), not from the project's settings.
+    assert not hasattr(django_settings, "CELERY_BEAT_SCHEDULE")
+    assert not PeriodicTask.objects.filter(task__startswith="deliveries.").exists()
 
     DatabaseScheduler(app=celery_app)  # what `celery beat` builds at start-up
 
@@ -26,6 +29,8 @@ def test_beat_registers_the_sweep_in_the_database_on_a_fresh_install():
     assert task.enabled
     assert task.interval.every == 15
     assert task.queue == "webhooks.maintenance"
+    registered = PeriodicTask.objects.filter(task__startswith="deliveries.").values_list("task", flat=True)
+    assert set(registered) == {"deliveries.sweep_due", "deliveries.health_check", "deliveries.retention"}
 
 
 def test_event_whose_fan_out_message_was_lost_is_delivered_by_the_sweep(celery_worker, receiver, settings):

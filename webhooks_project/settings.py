@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from endpoints import __version__ as webhooks_version
@@ -83,6 +82,9 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "endpoints",
     "deliveries",
+    # Development tooling of this repository (manage.py webhooks_demo, webhooks_bench); not
+    # shipped in the wheel and not something a host installs.
+    "bench",
 ]
 
 MIDDLEWARE = [
@@ -199,6 +201,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# This project has no tasks of its own: anything unrouted goes to the delivery lane, so the
+# Procfile's two workers consume every queue the app declares. Queues, routes, the at-least-once
+# settings and the beat jobs come from deliveries.celery.configure() (webhooks_project/celery.py).
+CELERY_TASK_DEFAULT_QUEUE = "webhooks.deliveries"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The deliveries/endpoints loggers have their own handler (LOGGING above).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Webhooks -------------------------------------------------------------------------------
 WEBHOOKS_REQUEST_TIMEOUT = env_float("WEBHOOKS_REQUEST_TIMEOUT", 30.0)
@@ -267,23 +276,3 @@ EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backend
 
 # Invalid values and broken invariants between these settings are system checks with ids
 # (deliveries/checks.py), not errors here: every host gets them.
-
-# The sweep is registered here; django-celery-beat's scheduler writes it to its tables when
-# beat starts, so a fresh install has it. `expires` drops sweeps that waited too long.
-CELERY_BEAT_SCHEDULE = {
-    "webhooks-sweep-due": {
-        "task": "deliveries.sweep_due",
-        "schedule": WEBHOOKS_SWEEP_INTERVAL,
-        "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_SWEEP_INTERVAL},
-    },
-    "webhooks-health": {
-        "task": "deliveries.health_check",
-        "schedule": WEBHOOKS_HEALTH_INTERVAL,
-        "options": {"queue": "webhooks.maintenance", "expires": WEBHOOKS_HEALTH_INTERVAL},
-    },
-    "webhooks-retention": {
-        "task": "deliveries.retention",
-        "schedule": crontab(hour=3, minute=17),
-        "options": {"queue": "webhooks.maintenance", "expires": 3600},
-    },
-}

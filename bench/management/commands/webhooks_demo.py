@@ -22,13 +22,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import Count
 
+from bench.demo_processes import Processes, shown
+from bench.demo_receiver import DemoReceiver
 from deliveries import publish
-from deliveries.demo_processes import Processes, shown
-from deliveries.demo_receiver import DemoReceiver
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from endpoints import secret_box
 from endpoints.models import Endpoint
-from webhooks_project.celery import QUEUES
 
 DEMO_RETRY_SCHEDULE = "1,2,4"
 EVENT_TYPES = ("order.created", "order.paid", "invoice.paid")
@@ -133,10 +132,8 @@ class Command(BaseCommand):
                 "  secrets     development key (WEBHOOKS_SECRET_KEYS unset): fine for the demo, not for real ones"
             )
         password = self._reset_admin()
-        queues = ",".join(QUEUES)  # one worker serves every lane in the demo
-        worker_log = processes.start(
-            "worker", [*CELERY, "worker", "-P", "threads", "-c", "8", "-Q", queues, "--loglevel", "WARNING"]
-        )
+        # One worker, no -Q: it consumes every lane (deliveries.celery.configure declares them).
+        worker_log = processes.start("worker", [*CELERY, "worker", "-P", "threads", "-c", "8", "--loglevel", "WARNING"])
         scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
         beat_files = ["--pidfile", str(self.log_dir / "beat.pid"), "-s", str(self.log_dir / "celerybeat-schedule")]
         beat_log = processes.start(
