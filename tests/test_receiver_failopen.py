@@ -15,11 +15,8 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
-from django.core.handlers.wsgi import WSGIHandler
 from django.test import Client
 
 from deliveries import publish
@@ -28,6 +25,7 @@ from deliveries.signing import signature_headers
 from endpoints.models import Endpoint, SignatureScheme
 from tests import receiver_urls
 from tests.conftest import wait_until
+from tests.django_server import serving_django
 from tests.receiver_urls import SECRET
 from tests.unreliable_cache import OUTAGE
 from webhook_receiver import verify, verify_webhook
@@ -236,24 +234,11 @@ def test_tolerance_goes_up_to_one_day():
 # --- the round trip: our sender comes back after the 503 -----------------------------------------------
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def django_receiver(receiving_project) -> Iterator[str]:
     """This Django project serving tests/receiver_urls.py over real HTTP on 127.0.0.1."""
-    server = make_server("127.0.0.1", 0, WSGIHandler(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_django() as url:
+        yield url
 
 
 @pytest.mark.django_db(transaction=True)

@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
@@ -29,7 +27,6 @@ import stripe
 import svix.webhooks
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponse
 from django.test import Client
 
@@ -39,6 +36,7 @@ from deliveries.signing import signature_headers
 from endpoints.models import Endpoint, SignatureScheme, generate_secret
 from tests import receiver_urls
 from tests.conftest import wait_until
+from tests.django_server import serving_django
 from tests.receiver_urls import OLD_SECRET, SECRET
 from webhook_receiver import (
     InvalidPayloadError,
@@ -773,26 +771,11 @@ def test_round_trip_our_sender_to_a_verifying_http_receiver(celery_worker, verif
     assert (refused.status, refused.last_status_code) == (DeliveryStatus.FAILED, 401)
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietWSGIRequestHandler(WSGIRequestHandler):
-    def log_message(self, format, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def django_receiver(receiving_project) -> Iterator[str]:
     """This Django project serving tests/receiver_urls.py over real HTTP on 127.0.0.1."""
-    server = make_server(
-        "127.0.0.1", 0, WSGIHandler(), server_class=_ThreadingWSGIServer, handler_class=_QuietWSGIRequestHandler
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_django() as url:
+        yield url
 
 
 @pytest.mark.django_db(transaction=True)
