@@ -25,10 +25,12 @@ from tests.receiver import Receiver
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = REPO / "tests" / "host_project"
-DATABASE = "webhooks_host_project"
-BROKER = "redis://127.0.0.1:6379/4"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+# Named after the suite's own, so that runs against different databases and brokers never meet.
+DATABASE = f"{django_settings.DATABASES['default']['NAME']}_host"
+BROKER = django_settings.CELERY_BROKER_URL  # no in-process worker runs during this test
 
 
 def _admin_connection(dbname: str = "postgres"):
