@@ -10,6 +10,7 @@ worker's sessions during a 240-delivery burst re-sent 160 webhooks after their l
 attempt row for their first send.
 """
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -73,6 +74,7 @@ def assess(
     trigger: str,
     started_at: datetime,
     headers: CaseInsensitiveDict,
+    body: bytes,
     result: transport.Result,
     secrets: Iterable[str],
     policy: RetryPolicy,
@@ -80,7 +82,8 @@ def assess(
     """The verdict on one attempt, its row and the delivery's new state.
 
     Nothing secret is kept: sensitive request headers are redacted, and the signatures,
-    sensitive header values and `secrets` are scrubbed from the receiver's answer.
+    sensitive header values and `secrets` are scrubbed from the receiver's answer. Of the
+    `body` sent, the row keeps the SHA-256 (the event holds the text).
     """
     sensitive = delivery.endpoint.sensitive_headers or []
     hidden = scrubbed_values(headers, sensitive, secrets)
@@ -125,6 +128,7 @@ def assess(
         error_class=result.error.error_class if result.error else "",
         error_message=scrub(clean_text(result.error.message), hidden) if result.error else "",
         outcome=verdict,
+        body_sha256=hashlib.sha256(body).hexdigest(),
     )
     changes = {
         "status": status,

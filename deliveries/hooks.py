@@ -244,7 +244,8 @@ def _revise(record: PendingRecord, data: dict) -> None:
     from .publishing import validated_payload
 
     payload = validated_payload(record.event_type, data)
-    Event.objects.filter(pk=record.event_id).update(payload=payload)
+    # Both columns: the text is what is sent (see Event).
+    Event.objects.filter(pk=record.event_id).update(payload=payload.value, payload_json=payload.text)
 
 
 # --- System check ---------------------------------------------------------------------------

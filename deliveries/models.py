@@ -10,12 +10,22 @@ from endpoints.models import Endpoint
 
 class Event(models.Model):
     """Something that happened in the host product, published once and fanned out to the
-    endpoints of its tenant. Its id is the `webhook-id` every receiver dedupes on."""
+    endpoints of its tenant. Its id is the `webhook-id` every receiver dedupes on.
+
+    `payload_json` is the payload exactly as `publish()` serialized it: the `data` of every
+    body sent, byte for byte. `payload` holds the same value as `jsonb`, for queries and the
+    JSON tools of PostgreSQL; it is not what is sent, because `jsonb` reorders object keys and
+    rewrites numbers (`1e16` comes back as `10000000000000000`). `payload_json` is null for
+    rows written before migration 0004 and not filled by 0005, and for rows written with only
+    `payload` (`Event.objects.create(payload=...)`): those are sent as `payload` serializes,
+    as they always were (`sending.render_body`).
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.CharField(max_length=100, blank=True, default="")
     type = models.CharField(max_length=100)
     payload = models.JSONField()
+    payload_json = models.TextField(null=True, blank=True, editable=False)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
@@ -110,6 +120,9 @@ class DeliveryAttempt(models.Model):
     error_class = models.CharField(max_length=100, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     outcome = models.CharField(max_length=20, blank=True, default="")
+    # The hex SHA-256 of the exact body bytes sent (and signed): what was sent, provably, even
+    # if the event's row changed later. Empty for attempts recorded before migration 0004.
+    body_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["delivery_id", "number"]

@@ -27,6 +27,7 @@ from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
 from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
+from .publishing import serialize_payload
 
 TEST_EVENT_TYPE = "webhook.test"
 # Rows locked and updated per transaction: 1,000 keeps each transaction to a few ms and the
@@ -65,10 +66,12 @@ def send_test_event(endpoint: Endpoint) -> Delivery:
         raise OperationRefused(f"endpoint {endpoint.pk} is disabled ({endpoint.disabled_reason or 'no reason given'})")
     now = timezone.now()
     with transaction.atomic():
+        payload = {"test": True, "endpoint_id": endpoint.pk, "message": "A test event sent by an operator."}
         event = Event.objects.create(
             type=TEST_EVENT_TYPE,
             tenant=endpoint.tenant,
-            payload={"test": True, "endpoint_id": endpoint.pk, "message": "A test event sent by an operator."},
+            payload=payload,
+            payload_json=serialize_payload(payload),
             fanned_out_at=now,
         )
         delivery = Delivery.objects.create(

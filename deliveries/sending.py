@@ -39,14 +39,28 @@ def lease_seconds() -> float:
 
 
 def render_body(event: Event) -> bytes:
-    """The exact bytes sent (and signed) for an event, the same on every attempt."""
-    envelope = {
-        "id": event.webhook_id,
-        "type": event.type,
-        "timestamp": event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": event.payload,
-    }
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The exact bytes sent (and signed) for an event, the same on every attempt:
+    `{"id":..,"type":..,"timestamp":..,"data":<payload>}`, compact, UTF-8.
+
+    `data` is spliced in as the text `publish()` serialized (`Event.payload_json`), not parsed
+    and written again: the receiver gets the publisher's key order and number forms, which the
+    `jsonb` copy has lost (see publishing.py). An event without that text (written before
+    migration 0004, or with `payload` only) is sent as its `jsonb` value serializes, byte for
+    byte what was sent for it before.
+    """
+    data = event.payload_json
+    if data is None:
+        data = json.dumps(event.payload, ensure_ascii=False, separators=(",", ":"))
+    head = json.dumps(
+        {
+            "id": event.webhook_id,
+            "type": event.type,
+            "timestamp": event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"data":{data}}}'.encode()
 
 
 def claim(delivery_ids: list[int], now: datetime) -> datetime | None:
@@ -168,7 +182,7 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
         headers = build_headers(delivery, body, secrets, int(time.time()))
         started_at = timezone.now()
         sent = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
-        made.append(assess(delivery, trigger, started_at, headers, sent, secrets, policy))
+        made.append(assess(delivery, trigger, started_at, headers, body, sent, secrets, policy))
         if made[-1].verdict != Verdict.SUCCEEDED or time.monotonic() > stop_at:
             rest = group[index + 1 :]
             break

@@ -92,8 +92,13 @@ class DeliveryAdmin(PermissionCheckedActionsMixin, ReadOnlyHistoryAdmin):
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # A payload can be 256 kB; a page of 100 deliveries never needs one.
-        return super().get_queryset(request).select_related("event", "endpoint").defer("event__payload")
+        # A payload can be 256 kB (twice: text and jsonb); a page of 100 deliveries never needs one.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("event", "endpoint")
+            .defer("event__payload", "event__payload_json")
+        )
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
         term = search_term.strip()

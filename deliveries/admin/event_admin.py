@@ -1,5 +1,8 @@
 """Events: what happened, to whom it went. Read-only."""
 
+import hashlib
+import json
+
 from django.contrib import admin
 from django.contrib.admin import DateFieldListFilter
 from django.contrib.admin.views.main import ChangeList
@@ -11,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from ..endpoint_stats import deliveries_with_status
 from ..models import DeliveryStatus, Event
+from ..sending import render_body
 from .common import ReadOnlyHistoryAdmin, parse_event_id, plural, pretty_json
 from .filters import EventTypeFilter, TenantFilter
 
@@ -23,8 +27,8 @@ def _deliveries_by_status(status: str) -> Subquery:
 
 class EventChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
-        # A payload can be 256 kB; the list never shows one.
-        return super().get_queryset(request, exclude_parameters).defer("payload")
+        # A payload can be 256 kB (twice: text and jsonb); the list never shows one.
+        return super().get_queryset(request, exclude_parameters).defer("payload", "payload_json")
 
 
 @admin.register(Event)
@@ -39,7 +43,7 @@ class EventAdmin(ReadOnlyHistoryAdmin):
     change_list_template = "deliveries/admin/change_list.html"
     fieldsets = (
         (None, {"fields": ("webhook_id", "type", "tenant", "idempotency_key", "created_at", "fanned_out_at")}),
-        ("Payload", {"fields": ("payload_pretty",)}),
+        ("Payload", {"fields": ("body_sent", "payload_pretty")}),
         ("Deliveries", {"fields": ("deliveries_table",)}),
     )
 
@@ -86,9 +90,23 @@ class EventAdmin(ReadOnlyHistoryAdmin):
             '<a href="{}">{}</a>', url, format_html_join(", ", '<span style="color:{}">{} {}</span>', shown)
         )
 
+    @admin.display(description="body sent")
+    def body_sent(self, event: Event) -> str:
+        """The SHA-256 and size of the exact body bytes every attempt of this event sends: each
+        attempt records the SHA-256 of what it sent (delivery pages), which must match."""
+        body = render_body(event)
+        return format_html(
+            "SHA-256 <code>{}</code>, {} bytes, the same for every attempt (each attempt's own record "
+            "is on its delivery's page)",
+            hashlib.sha256(body).hexdigest(),
+            f"{len(body):,}",
+        )
+
     @admin.display(description="payload")
     def payload_pretty(self, event: Event) -> str:
-        return pretty_json(event.payload)
+        # Indented from the text that is sent: keys in the published order, numbers as written
+        # (json.loads keeps the order; a float written again is the same shortest repr).
+        return pretty_json(event.payload if event.payload_json is None else json.loads(event.payload_json))
 
     @admin.display(description="deliveries")
     def deliveries_table(self, event: Event) -> str:
