@@ -85,7 +85,13 @@ def assess(
     sensitive header values and `secrets` are scrubbed from the receiver's answer. Of the
     `body` sent, the row keeps the SHA-256 (the event holds the text).
     """
-    sensitive = delivery.endpoint.sensitive_headers or []
+    endpoint = delivery.endpoint
+    # A signature header named freely (X-Shopify-Hmac-Sha256 does not say "signature") is
+    # never recorded either: with a body_hmac signature, anyone reading it could replay the body.
+    sensitive = [
+        *(endpoint.sensitive_headers or []),
+        *([endpoint.signature_header] if endpoint.signature_header else []),
+    ]
     hidden = scrubbed_values(headers, sensitive, secrets)
     number = delivery.attempt_count + 1
     response = result.response

@@ -24,7 +24,7 @@ from . import breaker, transport
 from .attempt_records import AssessedAttempt, SendOutcome, assess, record_attempts
 from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
 from .retry_policy import RetryPolicy, Verdict
-from .signing import signature_headers
+from .signing import endpoint_signature_headers
 
 __all__ = ["BatchResult", "SendOutcome", "claim", "render_body", "send_deliveries", "send_delivery"]
 
@@ -87,7 +87,7 @@ def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp
         {
             "Content-Type": "application/json",
             "User-Agent": webhook_settings.USER_AGENT,
-            **signature_headers(endpoint.signature_scheme, secrets, delivery.event.webhook_id, timestamp, body),
+            **endpoint_signature_headers(endpoint, secrets, delivery.event.webhook_id, timestamp, body),
         }
     )
     return headers

@@ -1,19 +1,67 @@
-"""Signatures over the exact body bytes, in the two schemes an endpoint can choose.
+"""Signatures over the exact body bytes, in the format each endpoint chose.
 
-Standard Webhooks (default): `webhook-signature: v1,<base64 HMAC-SHA256>` of
-"{id}.{timestamp}.{body}", keyed with the base64-decoded part of the secret after `whsec_`;
-one space-separated entry per live secret during a rotation.
+`SIGNERS` maps each signature scheme to the function that makes its headers: a new format is
+one entry and one function, and a scheme without an entry is an error
+(`UnknownSignatureScheme`), never a silent fallback to another format. Every format sends the
+webhook id and the attempt's timestamp too.
 
-Timestamped hex (Stripe-compatible): `X-Webhook-Signature: t=<ts>,v1=<hex>,...` of
-"{ts}.{body}", keyed with the whole secret string; one `v1=` per live secret.
+- `standard`, Standard Webhooks (default): `webhook-id`, `webhook-timestamp` and
+  `webhook-signature: v1,<base64 HMAC-SHA256>` of "{id}.{timestamp}.{body}", keyed with the
+  base64-decoded part of the secret after `whsec_`; one space-separated entry per live secret
+  during a rotation.
+- `timestamped_hex` (Stripe-compatible): `X-Webhook-Id`, `X-Webhook-Timestamp` and
+  `<header>: t=<ts>,v1=<hex>,...` of "{ts}.{body}", keyed with the whole secret string; one
+  `v1=` per live secret.
+- `body_hmac` (GitHub-, Shopify-style): `X-Webhook-Id`, `X-Webhook-Timestamp` (neither signed)
+  and `<header>: <prefix><hex or base64 HMAC-SHA256 of the body>`, keyed with the whole secret
+  string. Receivers of this form read one signature, so during a rotation one secret signs:
+  the OLDEST live one, until it expires, then the next. A receiver holding one secret switches
+  at the expiry time its operator was shown; switching early or late by minutes only delays
+  (the retries carry the webhook through), and with both secrets it never fails. Signing with
+  the newest at once would fail every receiver from the rotation until it switched, at a time
+  it cannot know in advance. A leaked secret is rotated with grace 0: it expires at once.
+
+`<header>` is the endpoint's `signature_header` (blank: X-Webhook-Signature).
 """
 
 import base64
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from endpoints.models import SECRET_PREFIX, SignatureScheme
+from endpoints.models import SECRET_PREFIX, Endpoint, SignatureScheme
+from endpoints.signature_formats import DEFAULT_SIGNATURE_HEADER, SignatureEncoding
+
+__all__ = [
+    "ENCODERS",
+    "SIGNERS",
+    "SignatureOptions",
+    "UnknownSignatureScheme",
+    "endpoint_signature_headers",
+    "sign_body",
+    "sign_standard",
+    "sign_timestamped_hex",
+    "signature_headers",
+]
+
+
+class UnknownSignatureScheme(ValueError):
+    """A signature scheme or encoding that no signer knows (the endpoint row was written
+    behind validation's back, or a scheme was added without its signer)."""
+
+
+@dataclass(frozen=True)
+class SignatureOptions:
+    """An endpoint's signature settings; blank means the format's default."""
+
+    header: str = ""  # timestamped_hex, body_hmac: blank is X-Webhook-Signature
+    encoding: str = ""  # body_hmac: hex or base64; blank is hex
+    prefix: str = ""  # body_hmac: e.g. "sha256="
+
+    @property
+    def header_name(self) -> str:
+        return self.header or DEFAULT_SIGNATURE_HEADER
 
 
 def standard_key(secret: str) -> bytes:
@@ -35,16 +83,92 @@ def sign_timestamped_hex(secrets: Sequence[str], timestamp: int, body: bytes) ->
     return ",".join([f"t={timestamp}", *(f"v1={sig}" for sig in signatures)])
 
 
-def signature_headers(scheme: str, secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The identifying and signing headers of one request in `scheme`."""
-    if scheme == SignatureScheme.TIMESTAMPED_HEX:
-        return {
-            "X-Webhook-Id": msg_id,
-            "X-Webhook-Timestamp": str(timestamp),
-            "X-Webhook-Signature": sign_timestamped_hex(secrets, timestamp, body),
-        }
+ENCODERS: dict[str, Callable[[bytes], str]] = {
+    SignatureEncoding.HEX: bytes.hex,
+    SignatureEncoding.BASE64: lambda digest: base64.b64encode(digest).decode("ascii"),
+}
+
+
+def sign_body(secret: str, body: bytes, encoding: str = "", prefix: str = "") -> str:
+    """The body_hmac header value: `prefix` + the HMAC-SHA256 of `body` keyed with the whole
+    secret string, in `encoding` (blank: hex)."""
+    encoder = ENCODERS.get(encoding or SignatureEncoding.HEX)
+    if encoder is None:
+        raise UnknownSignatureScheme(f"unknown signature encoding {encoding!r}; known: {', '.join(ENCODERS)}")
+    return prefix + encoder(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+
+
+def _standard_headers(
+    secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes, options: SignatureOptions
+) -> dict[str, str]:
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_standard(secrets, msg_id, timestamp, body),
     }
+
+
+def _timestamped_hex_headers(
+    secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes, options: SignatureOptions
+) -> dict[str, str]:
+    return {
+        "X-Webhook-Id": msg_id,
+        "X-Webhook-Timestamp": str(timestamp),
+        options.header_name: sign_timestamped_hex(secrets, timestamp, body),
+    }
+
+
+def _body_hmac_headers(
+    secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes, options: SignatureOptions
+) -> dict[str, str]:
+    # `secrets` is newest first: the oldest live secret signs (see the module docstring).
+    return {
+        "X-Webhook-Id": msg_id,
+        "X-Webhook-Timestamp": str(timestamp),
+        options.header_name: sign_body(secrets[-1], body, options.encoding, options.prefix),
+    }
+
+
+Signer = Callable[[Sequence[str], str, int, bytes, SignatureOptions], dict[str, str]]
+
+SIGNERS: dict[str, Signer] = {
+    SignatureScheme.STANDARD: _standard_headers,
+    SignatureScheme.TIMESTAMPED_HEX: _timestamped_hex_headers,
+    SignatureScheme.BODY_HMAC: _body_hmac_headers,
+}
+
+
+def signature_headers(
+    scheme: str,
+    secrets: Sequence[str],
+    msg_id: str,
+    timestamp: int,
+    body: bytes,
+    *,
+    header: str = "",
+    encoding: str = "",
+    prefix: str = "",
+) -> dict[str, str]:
+    """The identifying and signing headers of one request in `scheme`, signed with `secrets`
+    (the live secrets, newest first). Raises UnknownSignatureScheme for a scheme or encoding
+    no signer knows."""
+    signer = SIGNERS.get(scheme)
+    if signer is None:
+        raise UnknownSignatureScheme(f"unknown signature scheme {scheme!r}; known: {', '.join(SIGNERS)}")
+    return signer(secrets, msg_id, timestamp, body, SignatureOptions(header, encoding, prefix))
+
+
+def endpoint_signature_headers(
+    endpoint: Endpoint, secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """`signature_headers` in the format and with the settings `endpoint` chose."""
+    return signature_headers(
+        endpoint.signature_scheme,
+        secrets,
+        msg_id,
+        timestamp,
+        body,
+        header=endpoint.signature_header,
+        encoding=endpoint.signature_encoding,
+        prefix=endpoint.signature_prefix,
+    )

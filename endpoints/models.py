@@ -14,6 +14,13 @@ from django.utils import timezone
 from . import custom_headers, secret_box, signals
 from .client_certificates import inspect_client_certificate
 from .event_types import PatternSet, compiled_patterns
+from .signature_formats import (
+    SIGNATURE_SETTINGS,
+    SignatureEncoding,
+    signature_settings_errors,
+    validate_signature_header,
+    validate_signature_prefix,
+)
 from .validation import (
     validate_custom_headers,
     validate_event_type_patterns,
@@ -46,6 +53,12 @@ def validate_secret(value: str) -> None:
 class SignatureScheme(models.TextChoices):
     STANDARD = "standard", "Standard Webhooks (webhook-signature)"
     TIMESTAMPED_HEX = "timestamped_hex", "Stripe-compatible (X-Webhook-Signature: t=..,v1=..)"
+    BODY_HMAC = "body_hmac", "HMAC of the body (GitHub-, Shopify-style; no signed timestamp)"
+
+
+SCHEME_ERRORS = {
+    "invalid_choice": f"Signature scheme %(value)r is not a valid choice; use one of: {', '.join(SignatureScheme)}."
+}
 
 
 class Endpoint(models.Model):
@@ -53,7 +66,8 @@ class Endpoint(models.Model):
 
     Creating one generates a signing secret (`endpoint.secret`) unless one is given with
     `Endpoint(secret="whsec_...")`. Saving validates every field, so invalid input raises
-    ValidationError and writes nothing.
+    ValidationError and writes nothing. Requests are signed in `signature_scheme`, with the
+    header name, encoding and prefix that scheme takes (endpoints/signature_formats.py).
     """
 
     url = models.CharField(max_length=2000, validators=[validate_webhook_url])
@@ -75,7 +89,33 @@ class Endpoint(models.Model):
     disabled_reason = models.CharField(max_length=200, blank=True, default="")
     disabled_at = models.DateTimeField(null=True, blank=True)
     signature_scheme = models.CharField(
-        max_length=20, choices=SignatureScheme.choices, default=SignatureScheme.STANDARD
+        max_length=20, choices=SignatureScheme.choices, default=SignatureScheme.STANDARD, error_messages=SCHEME_ERRORS
+    )
+    # What the scheme lets an endpoint set (see endpoints/signature_formats.py); blank: the
+    # scheme's default. A value the scheme does not use is refused, not ignored.
+    signature_header = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_signature_header],
+        help_text="timestamped_hex and body_hmac: the signature header's name; blank: X-Webhook-Signature.",
+    )
+    signature_encoding = models.CharField(
+        max_length=10,
+        blank=True,
+        default="",
+        choices=SignatureEncoding.choices,
+        error_messages={
+            "invalid_choice": "Signature encoding %(value)r is not a valid choice; use hex or base64 (blank: hex)."
+        },
+        help_text="body_hmac only: how the HMAC is written; blank: hex.",
+    )
+    signature_prefix = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        validators=[validate_signature_prefix],
+        help_text="body_hmac only: text before the HMAC, e.g. sha256= as GitHub sends it.",
     )
     headers = models.JSONField(
         default=dict,
@@ -143,7 +183,7 @@ class Endpoint(models.Model):
         become ValidationErrors here."""
         exclude = set(exclude or ())
         errors: dict[str, list[ValidationError]] = {}
-        for name in ("tenant", "description", "disabled_reason"):
+        for name in ("tenant", "description", "disabled_reason", *SIGNATURE_SETTINGS):
             # blank=True lets Django skip None for these NOT NULL text fields.
             if name not in exclude and getattr(self, name) is None:
                 errors[name] = [ValidationError("This field cannot be null; use an empty string.", code="null")]
@@ -169,12 +209,18 @@ class Endpoint(models.Model):
         if self._initial_secret is not None:
             validate_secret(self._initial_secret)
         headers, sensitive = self.headers, self.sensitive_headers
+        signature = {name: getattr(self, name) for name in SIGNATURE_SETTINGS}
+        errors = signature_settings_errors(
+            self.signature_scheme, signature, headers if isinstance(headers, dict) else {}
+        )
         if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
             names = sensitive if isinstance(sensitive, list) and all(isinstance(n, str) for n in sensitive) else []
             try:
                 self._sealed_headers = custom_headers.seal(headers, names, self._hidden_header_values())
             except ValidationError as exc:
-                raise ValidationError({"headers": exc.error_list}) from None
+                errors["headers"] = exc.error_list
+        if errors:
+            raise ValidationError(errors)
 
     def _hidden_header_values(self) -> dict[str, str]:
         """The stored values of the sensitive custom headers (decrypted once per token)."""

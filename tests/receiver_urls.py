@@ -166,6 +166,32 @@ def slow(request: HttpRequest) -> HttpResponse:
     return _record("slow", request)
 
 
+# One view per signature format our sender signs in (tests/test_receiver_formats.py).
+@webhook_view(secret=SECRET, preset="github")
+def hook_github(request: HttpRequest) -> HttpResponse:
+    return _record("github", request)
+
+
+@webhook_view(secret=SECRET, preset="shopify")
+def hook_shopify(request: HttpRequest) -> HttpResponse:
+    return _record("shopify", request)
+
+
+@webhook_view(secret=SECRET, preset="stripe")
+def hook_stripe(request: HttpRequest) -> HttpResponse:
+    return _record("stripe", request)
+
+
+@webhook_view(secret=SECRET, scheme="body_hmac")  # plain: X-Webhook-Signature: <hex>
+def hook_plain(request: HttpRequest) -> HttpResponse:
+    return _record("plain", request)
+
+
+@webhook_view(secret=SECRET, preset="standard")
+def hook_standard(request: HttpRequest) -> HttpResponse:
+    return _record("standard", request)
+
+
 urlpatterns = [
     path("hook/", hook),
     path("hook/setting/", hook_from_setting),
@@ -178,4 +204,9 @@ urlpatterns = [
     path("hook/busy-scripted/", busy_scripted_store),
     path("hook/flaky-quick/", flaky_quick_expiry),
     path("hook/slow/", slow),
+    path("hook/github/", hook_github),
+    path("hook/shopify/", hook_shopify),
+    path("hook/stripe/", hook_stripe),
+    path("hook/plain/", hook_plain),
+    path("hook/standard/", hook_standard),
 ]

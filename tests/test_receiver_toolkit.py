@@ -66,6 +66,9 @@ def signed(scheme: str, secrets: list[str], body: bytes, msg_id: str = "evt_1", 
     return signature_headers(scheme, secrets, msg_id, int(time.time()) if timestamp is None else timestamp, body)
 
 
+# The formats verify tells apart without being told; body_hmac is only accepted when asked for
+# (tests/test_receiver_formats.py).
+AUTO_DETECTED = [SignatureScheme.STANDARD, SignatureScheme.TIMESTAMPED_HEX]
 BODY = json.dumps({"id": "evt_1", "type": "order.paid", "data": {"order": 1, "note": "café ☕"}}).encode()
 
 
@@ -139,7 +142,7 @@ def test_the_two_schemes_are_not_interchangeable():
 # --- what verify checks -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_fresh_requests_of_our_sender_verify_case_insensitively(scheme):
     headers = signed(scheme, [SECRET], BODY)
     for variant in (headers, {k.upper(): v for k, v in headers.items()}, {k.title(): v for k, v in headers.items()}):
@@ -150,20 +153,20 @@ def test_fresh_requests_of_our_sender_verify_case_insensitively(scheme):
     assert verify(SECRET, headers, BODY.decode()) == json.loads(BODY)  # a str body works too
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_a_tampered_body_is_rejected(scheme):
     headers = signed(scheme, [SECRET], BODY)
     with pytest.raises(InvalidSignatureError, match="a wrong secret, or a body changed after signing"):
         verify(SECRET, headers, BODY.replace(b'"order": 1', b'"order": 2'))
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_a_wrong_secret_is_rejected(scheme):
     with pytest.raises(InvalidSignatureError):
         verify(generate_secret(), signed(scheme, [SECRET], BODY), BODY)
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_tampered_id_or_timestamp_is_rejected(scheme):
     now = int(time.time())
     headers = signed(scheme, [SECRET], BODY, timestamp=now)
@@ -186,7 +189,7 @@ def test_timestamped_hex_takes_the_id_from_the_signed_body_when_the_header_is_ab
     assert verify_webhook(SECRET, headers, BODY).id == "evt_1"
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 @pytest.mark.parametrize(
     ("offset", "accepted"),
     [(0, True), (TOLERANCE, True), (TOLERANCE + 1, False), (-TOLERANCE, True), (-TOLERANCE - 1, False)],
@@ -239,7 +242,7 @@ def test_missing_timestamp_in_the_timestamped_hex_header():
         verify(SECRET, {**headers, "X-Webhook-Signature": without_t}, BODY)
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_rotation_signatures_from_the_old_and_the_new_secret(scheme):
     # The sender signs with both live secrets; a receiver knowing either one, or both, accepts.
     new = generate_secret()
@@ -354,7 +357,7 @@ def test_a_header_given_twice_is_rejected():
     ],
     ids=itertools.count(),
 )
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_an_authentic_body_that_is_not_a_json_object_raises_invalid_payload(scheme, body, message):
     headers = signed(scheme, [SECRET], body)
     with pytest.raises(InvalidPayloadError, match=message):
@@ -404,7 +407,11 @@ def test_a_misconfigured_secret_is_a_programming_error_not_a_rejection(secret):
 
 
 def test_verify_depends_on_the_standard_library_only():
-    source = (Path(__file__).parent.parent / "webhook_receiver" / "__init__.py").read_text()
+    package = Path(__file__).parent.parent / "webhook_receiver"
+    core = sorted(path for path in package.glob("*.py") if path.name != "django.py")
+    assert {path.name for path in core} >= {"__init__.py", "formats.py"}
+    # Relative imports (`from .formats import ...`) stay inside the package and are not matched.
+    source = "\n".join(path.read_text() for path in core)
     imported = set(re.findall(r"^(?:from|import) (\w+)", source, re.MULTILINE))
     assert imported <= {
         "base64",
@@ -492,7 +499,7 @@ def body_for(webhook_id: str, **data) -> bytes:
     return json.dumps({"id": webhook_id, "type": "order.paid", "data": data}).encode()
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_decorated_view_gets_the_verified_payload(receiver_client, scheme):
     body = body_for("evt_a", order=1)
     response = post(receiver_client, "/hook/", body, signed(scheme, [SECRET], body, "evt_a"))
@@ -559,7 +566,7 @@ def test_only_post_is_allowed(receiver_client):
     assert response["Allow"] == "POST"
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", AUTO_DETECTED)
 def test_a_duplicate_webhook_id_is_acknowledged_without_running_the_view(receiver_client, scheme):
     body = body_for("evt_f", order=1)
     first = post(receiver_client, "/hook/", body, signed(scheme, [SECRET], body, "evt_f"))

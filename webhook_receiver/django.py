@@ -58,6 +58,7 @@ from webhook_receiver import (
     InvalidSignatureError,
     TimestampOutsideToleranceError,
     WebhookVerificationError,
+    signature_format,
     validate_tolerance,
     verify_webhook,
 )
@@ -216,6 +217,11 @@ def webhook_view(
     secret_setting: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     dedupe_store: DedupeStore | bool | None = None,
+    scheme: str | None = None,
+    header: str | None = None,
+    encoding: str | None = None,
+    prefix: str | None = None,
+    preset: str | None = None,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """Decorate a view that receives webhooks.
 
@@ -226,10 +232,18 @@ def webhook_view(
     `CacheDedupeStore` on the default cache, keyed per view (two views receiving the same event
     each process it); False turns deduplication off. The view sees `request.webhook` (the parsed
     JSON body) and `request.webhook_id`.
+
+    The signature format is chosen as in `webhook_receiver.verify`: `preset=` (`standard`,
+    `github`, `shopify`, `stripe`), or `scheme=` with `header=`, `encoding=`, `prefix=`; neither
+    tells Standard Webhooks and timestamped_hex apart by their headers. A format that does not
+    exist raises `ValueError` here, when the view is decorated. body_hmac signs no timestamp:
+    a replayed request is only caught by deduplication, while its id is remembered (7 days).
     """
     if (secret is None) == (secret_setting is None):
         raise ImproperlyConfigured("webhook_view needs exactly one of secret= and secret_setting=")
     validate_tolerance(tolerance)
+    signature_options = {"scheme": scheme, "header": header, "encoding": encoding, "prefix": prefix, "preset": preset}
+    signature_format(**signature_options)  # a ValueError now rather than at the first request
 
     def resolve_secret(request: HttpRequest) -> str | Sequence[str]:
         if secret_setting is not None:
@@ -261,7 +275,7 @@ def webhook_view(
             except RequestDataTooBig:
                 return _plain("request body too large", 413)
             try:
-                webhook = verify_webhook(resolve_secret(request), request.headers, body, tolerance)
+                webhook = verify_webhook(resolve_secret(request), request.headers, body, tolerance, **signature_options)
             except WebhookVerificationError as error:
                 logger.warning("webhook rejected on %s: %s", request.path, error)
                 return _plain(str(error), _status_for(error))

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from endpoints.models import Endpoint
+from endpoints.signature_formats import SCHEME_TRAITS
 
 from ..endpoint_stats import EndpointState, endpoint_state
 from ..operations import OperationRefused, replay_failed_since, send_test_event
@@ -140,19 +141,22 @@ class EndpointActions:
                 form=form,
                 title="Rotate signing secrets",
                 intro="Each endpoint gets a new secret, shown once on the next page. Until the grace period "
-                "ends, webhooks carry a signature with the old secret too.",
+                "ends, webhooks carry a signature with the old secret too. In a format with one signature per "
+                "request (body_hmac: GitHub-, Shopify-style), the old secret signs alone until then and the new one "
+                "after: switch the receiver at that time, or have it accept both meanwhile.",
                 submit="Rotate",
             )
         grace = timedelta(hours=form.cleaned_data["grace_hours"])
         reveal = []
         for endpoint in queryset:
             endpoint.rotate_secret(grace=grace)
-            record_in_history(
-                request,
-                Endpoint,
-                [endpoint.pk],
-                f"Rotated the signing secret; the old one signs {form.cleaned_data['grace_hours']} h more.",
-            )
+            hours = form.cleaned_data["grace_hours"]
+            traits = SCHEME_TRAITS.get(endpoint.signature_scheme)
+            if traits is not None and traits.one_signature:
+                note = f"the old one signs alone {hours} h more, then the new one (one signature per request)"
+            else:
+                note = f"the old one signs {hours} h more"
+            record_in_history(request, Endpoint, [endpoint.pk], f"Rotated the signing secret; {note}.")
             reveal.append(new_secrets.reveal_entry(endpoint, old_until=timezone.now() + grace))
         new_secrets.remember(request, reveal)
         return HttpResponseRedirect(reverse("admin:endpoints_endpoint_new_secrets"))

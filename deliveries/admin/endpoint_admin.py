@@ -19,6 +19,7 @@ from django.utils.timesince import timesince
 
 from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
+from endpoints.signature_formats import DEFAULT_SIGNATURE_HEADER, SCHEME_TRAITS, SIGNATURE_PRESETS, matching_preset
 
 from ..endpoint_stats import (
     RATE_WINDOW,
@@ -32,9 +33,15 @@ from . import new_secrets
 from .common import PermissionCheckedActionsMixin, ids_of
 from .endpoint_actions import EndpointActions
 from .filters import EndpointStateFilter, TenantFilter
+from .forms import EndpointForm
 
 RATES_TIME_LIMIT_MS = 1500
 RATES_UNKNOWN = object()
+NO_REPLAY_PROTECTION = (
+    "This signature format signs no timestamp: anyone who captures one request can send it again, and it "
+    "still verifies (no replay protection). Receivers should deduplicate on the webhook id (X-Webhook-Id, also "
+    "the body's id). Prefer Standard Webhooks or Stripe-style when the receiver can verify them."
+)
 
 
 class EndpointChangeList(ChangeList):
@@ -60,6 +67,7 @@ def _deliveries_url(endpoint: Endpoint, status: str) -> str:
 
 @admin.register(Endpoint)
 class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelAdmin):
+    form = EndpointForm
     list_display = (
         "url_display",
         "tenant",
@@ -84,17 +92,26 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
         "paused_until",
         "failing_since",
         "secrets_summary",
+        "signature_summary",
         "delivery_figures",
         "created_at",
         "updated_at",
     )
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
-        editable = ["url", "tenant", "description", "event_types", "signature_scheme", "headers", "sensitive_headers"]
+        editable = ["url", "tenant", "description", "event_types", "headers", "sensitive_headers"]
+        signature = [
+            "signature_preset",
+            "signature_scheme",
+            "signature_header",
+            "signature_encoding",
+            "signature_prefix",
+        ]
         if obj is None:
-            return ((None, {"fields": editable}),)
+            return ((None, {"fields": editable}), ("Signature format", {"fields": signature}))
         return (
             (None, {"fields": editable}),
+            ("Signature format", {"fields": ["signature_summary", *signature]}),
             (
                 "State",
                 {
@@ -210,17 +227,29 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
 
     @admin.display(description="signing secrets")
     def secrets_summary(self, endpoint: Endpoint) -> str:
-        """When each secret was made and until when it signs; never the value."""
+        """When each secret was made and until when it signs; never the value. In a format with
+        one signature per request, the oldest live secret signs and the newer ones wait."""
         now = timezone.now()
+        secrets = list(endpoint.secrets.order_by("-created_at", "-id").values_list("created_at", "expires_at")[:10])
+        live = [i for i, (_, expires) in enumerate(secrets) if expires is None or expires > now]
+        traits = SCHEME_TRAITS.get(endpoint.signature_scheme)
+        one_signature = traits is not None and traits.one_signature
+
+        def state(index: int) -> str:
+            if index not in live:
+                return "expired"
+            if not one_signature or index == live[-1]:
+                return "signs"
+            takes_over = secrets[live[live.index(index) + 1]][1]  # when the next older one expires
+            return f"waits, signs from {timezone.localtime(takes_over):%Y-%m-%d %H:%M}" if takes_over else "waits"
+
         rows = [
             (
                 f"{timezone.localtime(created):%Y-%m-%d %H:%M}",
-                "signs" if expires is None or expires > now else "expired",
+                state(index),
                 f" until {timezone.localtime(expires):%Y-%m-%d %H:%M}" if expires else "",
             )
-            for created, expires in endpoint.secrets.order_by("-created_at", "-id").values_list(
-                "created_at", "expires_at"
-            )[:10]
+            for index, (created, expires) in enumerate(secrets)
         ]
         listed = format_html_join(mark_safe("<br>"), "created {}: {}{}", rows)
         return format_html(
@@ -228,6 +257,41 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
             "<em>Rotate signing secret</em> in the list.</div>",
             listed,
         )
+
+    @admin.display(description="receivers get")
+    def signature_summary(self, endpoint: Endpoint) -> str:
+        """The signature header as sent, the preset it matches, and the replay warning."""
+        scheme, header = endpoint.signature_scheme, endpoint.signature_header or DEFAULT_SIGNATURE_HEADER
+        traits = SCHEME_TRAITS.get(scheme)
+        if traits is None:
+            return format_html('<span style="color:#c62828">unknown signature scheme {}</span>', scheme)
+        sent = {
+            "standard": "webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>",
+            "timestamped_hex": f"{header}: t=<timestamp>,v1=<hex HMAC-SHA256 of timestamp.body>",
+            "body_hmac": f"{header}: {endpoint.signature_prefix}<{endpoint.signature_encoding or 'hex'} "
+            "HMAC-SHA256 of the body>",
+        }.get(scheme, scheme)
+        preset = matching_preset(
+            scheme, endpoint.signature_header, endpoint.signature_encoding, endpoint.signature_prefix
+        )
+        preset_note = f" ({SIGNATURE_PRESETS[preset].label.split(' (')[0]})" if preset else ""
+        rotation = (
+            "During a rotation the oldest live secret signs alone until it expires, then the next one."
+            if traits.one_signature
+            else "During a rotation every live secret signs."
+        )
+        warning = (
+            format_html('<p class="errornote" id="no-replay-protection">{}</p>', NO_REPLAY_PROTECTION)
+            if not traits.signed_timestamp
+            else ""
+        )
+        return format_html("<code>{}</code>{}<br>{}{}", sent, preset_note, rotation, warning)
+
+    def save_model(self, request: HttpRequest, obj: Endpoint, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        traits = SCHEME_TRAITS.get(obj.signature_scheme)
+        if traits is not None and not traits.signed_timestamp:
+            self.message_user(request, f"Endpoint {obj.pk}: {NO_REPLAY_PROTECTION}", messages.WARNING)
 
     # --- new secrets, shown once (see new_secrets.py) -------------------------------------
 

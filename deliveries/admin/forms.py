@@ -1,9 +1,12 @@
-"""The questions some actions ask before they run."""
+"""The questions some actions ask before they run, and the endpoint form."""
 
 from datetime import timedelta
 
 from django import forms
 from django.utils import timezone
+
+from endpoints.models import Endpoint
+from endpoints.signature_formats import SIGNATURE_PRESETS
 
 MAX_GRACE_HOURS = 24 * 30
 
@@ -51,3 +54,41 @@ class RotateSecretForm(forms.Form):
         help_text="The current secrets keep signing this long next to the new one, so receivers can switch "
         "without losing a webhook. 0 stops them at once.",
     )
+
+
+class EndpointForm(forms.ModelForm):
+    """The endpoint form, with a signature preset: choosing one sets the four signature fields
+    when the form is saved (no JavaScript), overriding what they hold."""
+
+    signature_preset = forms.ChoiceField(
+        label="Signature preset",
+        required=False,
+        choices=[("", "None: use the fields below"), *((name, p.label) for name, p in SIGNATURE_PRESETS.items())],
+        help_text="Sets the signature scheme, header, encoding and prefix the way those receivers already verify "
+        "them, when saved.",
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = (
+            "url",
+            "tenant",
+            "description",
+            "event_types",
+            "headers",
+            "sensitive_headers",
+            "signature_scheme",
+            "signature_header",
+            "signature_encoding",
+            "signature_prefix",
+        )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        preset = SIGNATURE_PRESETS.get(cleaned.get("signature_preset") or "")
+        if preset is not None:
+            for field, value in preset.fields().items():
+                if field in self.fields:
+                    cleaned[field] = value
+                    self.errors.pop(field, None)  # what was typed there no longer counts
+        return cleaned
