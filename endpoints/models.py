@@ -12,8 +12,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import custom_headers, secret_box, signals
-from .client_certificates import inspect_client_certificate
+from .client_certificates import EndpointClientCertificate
 from .event_types import PatternSet, compiled_patterns
+from .signing_keys import generate_private_key, is_private_key, public_key_of, validate_private_key
 from .validation import (
     validate_custom_headers,
     validate_event_type_patterns,
@@ -24,15 +25,28 @@ from .validation import (
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
+# A change of signature_scheme between a shared-secret scheme and standard_ed25519 rotates in a
+# key of the new kind; the older keys keep signing this long, as after rotate_secret().
+KEY_SWITCH_GRACE = timedelta(hours=24)
 
 
-def generate_secret() -> str:
-    """A new signing secret: `whsec_` + base64 of 32 random bytes (Standard Webhooks form)."""
+def generate_secret(scheme: str | None = None) -> str:
+    """A new signing secret for `scheme`: an ed25519 private key `whsk_...` for standard_ed25519,
+    else `whsec_` + base64 of 32 random bytes (Standard Webhooks form)."""
+    if scheme == SignatureScheme.STANDARD_ED25519:
+        return generate_private_key()
     return SECRET_PREFIX + base64.b64encode(random_secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def validate_secret(value: str) -> None:
-    """A secret is `whsec_` followed by base64 of 24 to 64 bytes."""
+def validate_secret(value: str, scheme: str | None = None) -> None:
+    """A secret is `whsec_` followed by base64 of 24 to 64 bytes, or an ed25519 private key
+    `whsk_...` (endpoints/signing_keys.py). With `scheme`, it must be the kind that scheme signs
+    with: a private key for standard_ed25519, a `whsec_` secret for the others."""
+    if scheme is not None:
+        _check_key_kind(value, scheme)
+    if is_private_key(value):
+        validate_private_key(value)
+        return
     if not isinstance(value, str) or not value.startswith(SECRET_PREFIX):
         raise ValidationError("Secret must start with 'whsec_'.", code="secret")
     try:
@@ -43,17 +57,38 @@ def validate_secret(value: str) -> None:
         raise ValidationError("Secret must encode 24 to 64 random bytes.", code="secret")
 
 
+def _check_key_kind(value: object, scheme: str) -> None:
+    if not isinstance(value, str):
+        return  # validate_secret says what is wrong
+    if scheme == SignatureScheme.STANDARD_ED25519 and not is_private_key(value):
+        raise ValidationError(
+            "Endpoints with signature_scheme 'standard_ed25519' sign with an ed25519 key pair: give its private "
+            "key ('whsk_...'), or none to have one generated; not a shared secret or a public key.",
+            code="secret",
+        )
+    if scheme != SignatureScheme.STANDARD_ED25519 and is_private_key(value):
+        raise ValidationError(
+            f"Endpoints with signature_scheme {scheme!r} sign with a shared secret ('whsec_...'); an ed25519 "
+            "private key ('whsk_...') needs signature_scheme 'standard_ed25519'.",
+            code="secret",
+        )
+
+
 class SignatureScheme(models.TextChoices):
     STANDARD = "standard", "Standard Webhooks (webhook-signature)"
     TIMESTAMPED_HEX = "timestamped_hex", "Stripe-compatible (X-Webhook-Signature: t=..,v1=..)"
+    STANDARD_ED25519 = "standard_ed25519", "Standard Webhooks, ed25519 key pair (webhook-signature: v1a,..)"
 
 
 class Endpoint(models.Model):
     """An HTTP URL that receives the events of one tenant whose types match its patterns.
 
     Creating one generates a signing secret (`endpoint.secret`) unless one is given with
-    `Endpoint(secret="whsec_...")`. Saving validates every field, so invalid input raises
-    ValidationError and writes nothing.
+    `Endpoint(secret="whsec_...")`; with signature_scheme "standard_ed25519" that is an ed25519
+    private key `whsk_...`, and `endpoint.public_key` (`whpk_...`) is what the receiver verifies
+    with. Saving validates every field, so invalid input raises ValidationError and writes nothing.
+    Changing signature_scheme between a shared-secret scheme and standard_ed25519 rotates in a key
+    of the new kind (`key_switched_until` then says until when the older keys sign).
     """
 
     url = models.CharField(max_length=2000, validators=[validate_webhook_url])
@@ -122,6 +157,7 @@ class Endpoint(models.Model):
         initial_secret = kwargs.pop("secret", None)
         super().__init__(*args, **kwargs)
         self._initial_secret = initial_secret
+        self.key_switched_until = None  # set by save(): see _switch_key_kind
 
     def __str__(self) -> str:
         return self.url
@@ -134,8 +170,22 @@ class Endpoint(models.Model):
         with transaction.atomic():
             super().save(*args, **kwargs)
             if creating:
-                self.secrets.create(secret=self._initial_secret or generate_secret())
+                self.secrets.create(secret=self._initial_secret or generate_secret(self.signature_scheme))
                 self._initial_secret = None
+            else:
+                self.key_switched_until = self._switch_key_kind()
+
+    def _switch_key_kind(self):
+        """After signature_scheme moved between shared secrets and ed25519: rotate in a key of the
+        kind it signs with now. The older keys keep signing for KEY_SWITCH_GRACE (in the Standard
+        Webhooks header, `v1` and `v1a` entries side by side), so a receiver can switch without
+        losing a webhook. Returns until when they sign, or None when the newest key already fits."""
+        newest_public_key = self.secrets.live().values_list("public_key", flat=True).first()
+        wants_key_pair = self.signature_scheme == SignatureScheme.STANDARD_ED25519
+        if newest_public_key is None or bool(newest_public_key) == wants_key_pair:
+            return None
+        self.rotate_secret(grace=KEY_SWITCH_GRACE)
+        return timezone.now() + KEY_SWITCH_GRACE
 
     def clean_fields(self, exclude=None) -> None:
         """Django's own checks let a JSON or blank text field through when it is None (the
@@ -167,7 +217,7 @@ class Endpoint(models.Model):
 
     def clean(self) -> None:
         if self._initial_secret is not None:
-            validate_secret(self._initial_secret)
+            validate_secret(self._initial_secret, self.signature_scheme)
         headers, sensitive = self.headers, self.sensitive_headers
         if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
             names = sensitive if isinstance(sensitive, list) and all(isinstance(n, str) for n in sensitive) else []
@@ -206,14 +256,26 @@ class Endpoint(models.Model):
 
     @property
     def secret(self) -> str | None:
-        """The current (newest) signing secret."""
+        """The current (newest) signing secret (`whsk_...` private key for standard_ed25519)."""
         newest = self.secrets.live().first()
         return newest.secret if newest else None
 
+    @property
+    def public_key(self) -> str | None:
+        """The public key (`whpk_...`) of the current (newest) key when it is an ed25519 key pair:
+        what the receiver verifies with. None for a shared secret. Not secret: show it freely."""
+        return self.secrets.live().values_list("public_key", flat=True).first() or None
+
+    def public_keys(self) -> list[str]:
+        """The public keys of every live ed25519 key, newest first (several during a rotation)."""
+        return list(self.secrets.live().exclude(public_key="").values_list("public_key", flat=True))
+
     def rotate_secret(self, grace: timedelta = timedelta(hours=24), new_secret: str | None = None) -> str:
-        """Add a new signing secret; older live secrets keep signing for `grace`, then expire."""
-        new_secret = new_secret or generate_secret()
-        validate_secret(new_secret)
+        """Add a new signing secret (or key pair, for standard_ed25519: the private key is returned,
+        `public_key` then gives what the receiver needs); older live secrets keep signing for
+        `grace`, then expire."""
+        new_secret = new_secret or generate_secret(self.signature_scheme)
+        validate_secret(new_secret, self.signature_scheme)
         now = timezone.now()
         with transaction.atomic():
             self.secrets.live(now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now + grace)).update(
@@ -271,11 +333,21 @@ class EndpointSecret(models.Model):
     Stored encrypted (endpoints/secret_box.py): `encrypted_secret` holds a Fernet token under
     WEBHOOKS_SECRET_KEYS; `secret` reads and writes the plain `whsec_...` value, so
     `EndpointSecret(secret="whsec_...")` and `.secret` work as if it were a column. It cannot be
-    used in queries (`filter(secret=...)`): each encryption of one value differs.
+    used in queries (`filter(secret=...)`): each encryption of one value differs. An ed25519
+    private key (`whsk_...`) is stored the same way; its public key is kept in the clear in
+    `public_key`, since the receiver, the admin and anyone may see it.
     """
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="secrets")
     encrypted_secret = models.TextField(editable=False)
+    public_key = models.CharField(
+        max_length=60,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="For an ed25519 key: its public key (whpk_...), which receivers verify with; empty for a "
+        "shared secret.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
 
@@ -293,7 +365,7 @@ class EndpointSecret(models.Model):
 
     @property
     def secret(self) -> str:
-        """The plain `whsec_...` value (decrypted once per token)."""
+        """The plain `whsec_...` (or `whsk_...`) value (decrypted once per token)."""
         cached = getattr(self, "_plain", None)
         if cached is not None and cached[0] == self.encrypted_secret:
             return cached[1]
@@ -305,59 +377,5 @@ class EndpointSecret(models.Model):
     def secret(self, value: str) -> None:
         validate_secret(value)
         self.encrypted_secret = secret_box.encrypt(value)
+        self.public_key = public_key_of(value) if is_private_key(value) else ""
         self._plain = (self.encrypted_secret, value)
-
-
-class EndpointClientCertificate(models.Model):
-    """The TLS client certificate an endpoint presents to a receiver that requires one (mTLS).
-
-    `certificate_pem` (the chain, leaf first) is public and kept as is; the private key is
-    stored encrypted like a secret (`encrypted_private_key`; read and write it as
-    `private_key_pem`). Saving checks that the key belongs to the certificate and that the
-    certificate is valid now. Set it with `endpoint.set_client_certificate(cert_pem, key_pem)`.
-    """
-
-    endpoint = models.OneToOneField(Endpoint, on_delete=models.CASCADE, related_name="client_certificate")
-    certificate_pem = models.TextField(help_text="PEM certificate chain, leaf first.")
-    encrypted_private_key = models.TextField(editable=False)
-    fingerprint_sha256 = models.CharField(max_length=64, editable=False)
-    subject = models.CharField(max_length=200, editable=False)
-    not_valid_after = models.DateTimeField(editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __init__(self, *args, **kwargs):
-        private_key_pem = kwargs.pop("private_key_pem", None)
-        super().__init__(*args, **kwargs)
-        self._new_private_key = private_key_pem
-
-    def __str__(self) -> str:
-        return (
-            f"client certificate of endpoint {self.endpoint_id} ({self.subject}, sha256 {self.fingerprint_sha256[:16]})"
-        )
-
-    def __repr__(self) -> str:
-        return f"<EndpointClientCertificate {self.pk} of endpoint {self.endpoint_id}>"
-
-    def save(self, *args, **kwargs) -> None:
-        key = self.private_key_pem
-        info = inspect_client_certificate(self.certificate_pem, key, timezone.now())
-        self.fingerprint_sha256, self.subject, self.not_valid_after = (
-            info.fingerprint_sha256,
-            info.subject,
-            info.not_valid_after,
-        )
-        if self._new_private_key is not None:
-            self.encrypted_private_key = secret_box.encrypt(self._new_private_key)
-            self._new_private_key = None
-        super().save(*args, **kwargs)
-
-    @property
-    def private_key_pem(self) -> str:
-        if self._new_private_key is not None:
-            return self._new_private_key
-        return secret_box.decrypt(self.encrypted_private_key, f"the client key of endpoint {self.endpoint_id}")
-
-    @private_key_pem.setter
-    def private_key_pem(self, value: str) -> None:
-        self._new_private_key = value

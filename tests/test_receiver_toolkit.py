@@ -54,6 +54,8 @@ VECTORS = json.loads((Path(__file__).parent / "data" / "signature-vectors.json")
 STANDARD = VECTORS["standard_webhooks"]["valid"][0]
 HEX = VECTORS["timestamped_hex"]["valid"][0]
 TOLERANCE = VECTORS["standard_webhooks"]["tolerance_seconds"]
+# The schemes verified with a shared secret; v1a (ed25519) has its own tests (tests/test_receiver_ed25519.py).
+HMAC_SCHEMES = [scheme for scheme in SignatureScheme if scheme != SignatureScheme.STANDARD_ED25519]
 
 
 def standard_headers(signature: str = STANDARD["signature"], **overrides: str) -> dict[str, str]:
@@ -139,7 +141,7 @@ def test_the_two_schemes_are_not_interchangeable():
 # --- what verify checks -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_fresh_requests_of_our_sender_verify_case_insensitively(scheme):
     headers = signed(scheme, [SECRET], BODY)
     for variant in (headers, {k.upper(): v for k, v in headers.items()}, {k.title(): v for k, v in headers.items()}):
@@ -150,20 +152,20 @@ def test_fresh_requests_of_our_sender_verify_case_insensitively(scheme):
     assert verify(SECRET, headers, BODY.decode()) == json.loads(BODY)  # a str body works too
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_a_tampered_body_is_rejected(scheme):
     headers = signed(scheme, [SECRET], BODY)
     with pytest.raises(InvalidSignatureError, match="a wrong secret, or a body changed after signing"):
         verify(SECRET, headers, BODY.replace(b'"order": 1', b'"order": 2'))
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_a_wrong_secret_is_rejected(scheme):
     with pytest.raises(InvalidSignatureError):
         verify(generate_secret(), signed(scheme, [SECRET], BODY), BODY)
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_tampered_id_or_timestamp_is_rejected(scheme):
     now = int(time.time())
     headers = signed(scheme, [SECRET], BODY, timestamp=now)
@@ -186,7 +188,7 @@ def test_timestamped_hex_takes_the_id_from_the_signed_body_when_the_header_is_ab
     assert verify_webhook(SECRET, headers, BODY).id == "evt_1"
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 @pytest.mark.parametrize(
     ("offset", "accepted"),
     [(0, True), (TOLERANCE, True), (TOLERANCE + 1, False), (-TOLERANCE, True), (-TOLERANCE - 1, False)],
@@ -239,7 +241,7 @@ def test_missing_timestamp_in_the_timestamped_hex_header():
         verify(SECRET, {**headers, "X-Webhook-Signature": without_t}, BODY)
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_rotation_signatures_from_the_old_and_the_new_secret(scheme):
     # The sender signs with both live secrets; a receiver knowing either one, or both, accepts.
     new = generate_secret()
@@ -354,7 +356,7 @@ def test_a_header_given_twice_is_rejected():
     ],
     ids=itertools.count(),
 )
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_an_authentic_body_that_is_not_a_json_object_raises_invalid_payload(scheme, body, message):
     headers = signed(scheme, [SECRET], body)
     with pytest.raises(InvalidPayloadError, match=message):
@@ -492,7 +494,7 @@ def body_for(webhook_id: str, **data) -> bytes:
     return json.dumps({"id": webhook_id, "type": "order.paid", "data": data}).encode()
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_decorated_view_gets_the_verified_payload(receiver_client, scheme):
     body = body_for("evt_a", order=1)
     response = post(receiver_client, "/hook/", body, signed(scheme, [SECRET], body, "evt_a"))
@@ -559,7 +561,7 @@ def test_only_post_is_allowed(receiver_client):
     assert response["Allow"] == "POST"
 
 
-@pytest.mark.parametrize("scheme", list(SignatureScheme))
+@pytest.mark.parametrize("scheme", HMAC_SCHEMES)
 def test_a_duplicate_webhook_id_is_acknowledged_without_running_the_view(receiver_client, scheme):
     body = body_for("evt_f", order=1)
     first = post(receiver_client, "/hook/", body, signed(scheme, [SECRET], body, "evt_f"))

@@ -14,6 +14,8 @@ Both signature schemes are detected from the headers:
 
 A request is accepted when any `v1` entry matches (entries of other versions, such as `v1a` or
 `v2`, are ignored) and its timestamp is within `tolerance` seconds of now, in either direction.
+Given public keys (`whpk_...`) instead of secrets, `verify` checks the `v1a` (ed25519) entries
+of the Standard Webhooks headers instead (webhook_receiver/ed25519.py; needs `cryptography`).
 Every rejection raises a subclass of `WebhookVerificationError` whose message says what is
 wrong; malformed input of any kind never raises anything else. A misconfigured secret (not a
 `str`, empty, not base64 after `whsec_`) is a programming error and raises `ValueError`, and so
@@ -108,8 +110,8 @@ class VerifiedWebhook:
     id: str | None  # the webhook id, the same on every retry: the dedupe key (None: Stripe form without one)
     timestamp: int  # the signed unix timestamp of this attempt
     payload: dict[str, Any]  # the parsed JSON body
-    scheme: str  # "standard" or "timestamped_hex"
-    secret_index: int  # which of the secrets given matched (0 = the first)
+    scheme: str  # "standard", "timestamped_hex" or "standard_ed25519" (v1a)
+    secret_index: int  # which of the secrets (or public keys) given matched (0 = the first)
 
 
 def verify(
@@ -124,7 +126,8 @@ def verify(
 
     `secret` is the endpoint's secret (`whsec_...`), or several (during a rotation on the
     receiving side: the request is accepted if any of them signed it; the first that matches
-    wins). `headers` is any mapping of the request headers (names in any case; anything with
+    wins); for an endpoint that signs with ed25519, its public key(s) (`whpk_...`) instead.
+    `headers` is any mapping of the request headers (names in any case; anything with
     `.items()`, such as Django's `request.headers` or `http.server`'s `self.headers`). `body`
     is the raw request body, exactly as received. `tolerance` is how many seconds the signed
     timestamp may differ from `now` (default: the current time) in either direction, at most
@@ -149,6 +152,10 @@ def verify_webhook(
     if now is not None and not _seconds_within(now, 10**MAX_TIMESTAMP_LENGTH):
         raise ValueError(f"now must be None or a finite, non-negative number of unix seconds; got {_shown(now)}")
     found = _find_headers(headers)
+    if any(s.startswith("whpk_") for s in secrets):
+        from .ed25519 import verify_v1a  # needs `cryptography`: imported only for public keys
+
+        return verify_v1a(secrets, found, _body_bytes(body), tolerance, now)
     if any(name in found for name in (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)):
         return _verify_standard(secrets, found, _body_bytes(body), tolerance, now)
     if X_WEBHOOK_SIGNATURE in found or X_WEBHOOK_ID in found:

@@ -32,6 +32,7 @@ from . import new_secrets
 from .common import PermissionCheckedActionsMixin, ids_of
 from .endpoint_actions import EndpointActions
 from .filters import EndpointStateFilter, TenantFilter
+from .signing_keys import SigningKeysAdminMixin
 
 RATES_TIME_LIMIT_MS = 1500
 RATES_UNKNOWN = object()
@@ -59,7 +60,7 @@ def _deliveries_url(endpoint: Endpoint, status: str) -> str:
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelAdmin):
+class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedActionsMixin, admin.ModelAdmin):
     list_display = (
         "url_display",
         "tenant",
@@ -210,21 +211,24 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
 
     @admin.display(description="signing secrets")
     def secrets_summary(self, endpoint: Endpoint) -> str:
-        """When each secret was made and until when it signs; never the value."""
+        """When each secret was made and until when it signs; never the value. An ed25519 key
+        shows its public key (not secret: the receiver verifies with it), never the private one."""
         now = timezone.now()
         rows = [
             (
                 f"{timezone.localtime(created):%Y-%m-%d %H:%M}",
                 "signs" if expires is None or expires > now else "expired",
                 f" until {timezone.localtime(expires):%Y-%m-%d %H:%M}" if expires else "",
+                format_html(' · public key <code class="webhooks-public-key">{}</code>', public) if public else "",
             )
-            for created, expires in endpoint.secrets.order_by("-created_at", "-id").values_list(
-                "created_at", "expires_at"
+            for created, expires, public in endpoint.secrets.order_by("-created_at", "-id").values_list(
+                "created_at", "expires_at", "public_key"
             )[:10]
         ]
-        listed = format_html_join(mark_safe("<br>"), "created {}: {}{}", rows)
+        listed = format_html_join(mark_safe("<br>"), "created {}: {}{}{}", rows)
         return format_html(
-            '{}<div class="help">Values are shown once, when created; to hand out a new secret, use the action '
+            '{}<div class="help">Shared secrets are shown once, when created; an ed25519 private key never (its '
+            "receiver needs only the public key). To hand out a new one, use the action "
             "<em>Rotate signing secret</em> in the list.</div>",
             listed,
         )
