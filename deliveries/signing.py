@@ -9,6 +9,11 @@ webhook id and the attempt's timestamp too.
   `webhook-signature: v1,<base64 HMAC-SHA256>` of "{id}.{timestamp}.{body}", keyed with the
   base64-decoded part of the secret after `whsec_`; one space-separated entry per live secret
   during a rotation.
+- `standard_ed25519`, Standard Webhooks with an ed25519 key pair: the same headers and signed
+  content, with a `v1a,<base64 ed25519 signature>` entry per live private key (`whsk_`). Both
+  Standard Webhooks schemes share one signer, which writes each live key in its own form, so
+  after a switch between them `v1` and `v1a` entries go side by side until the older keys
+  expire (as Svix does; the spec's example header mixes them too).
 - `timestamped_hex` (Stripe-compatible): `X-Webhook-Id`, `X-Webhook-Timestamp` and
   `<header>: t=<ts>,v1=<hex>,...` of "{ts}.{body}", keyed with the whole secret string; one
   `v1=` per live secret.
@@ -21,7 +26,9 @@ webhook id and the attempt's timestamp too.
   the newest at once would fail every receiver from the rotation until it switched, at a time
   it cannot know in advance. A leaked secret is rotated with grace 0: it expires at once.
 
-`<header>` is the endpoint's `signature_header` (blank: X-Webhook-Signature).
+The HMAC-only formats (`timestamped_hex`, `body_hmac`) sign with the shared secrets (`whsec_`)
+alone: an ed25519 private key left live by a switch of scheme signs nothing there, and is never
+used as an HMAC key. `<header>` is the endpoint's `signature_header` (blank: X-Webhook-Signature).
 """
 
 import base64
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 
 from endpoints.models import SECRET_PREFIX, Endpoint, SignatureScheme
 from endpoints.signature_formats import DEFAULT_SIGNATURE_HEADER, SignatureEncoding
+from endpoints.signing_keys import is_private_key, load_private_key
 
 __all__ = [
     "ENCODERS",
@@ -39,9 +47,11 @@ __all__ = [
     "SignatureOptions",
     "UnknownSignatureScheme",
     "endpoint_signature_headers",
+    "shared_secrets",
     "sign_body",
     "sign_standard",
     "sign_timestamped_hex",
+    "sign_v1a",
     "signature_headers",
 ]
 
@@ -69,11 +79,27 @@ def standard_key(secret: str) -> bytes:
 
 
 def sign_standard(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value: one `v1,<base64>` entry per secret."""
+    """The `webhook-signature` header value: one `v1,<base64>` entry per secret (`v1a,` for an
+    ed25519 private key, see sign_v1a)."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return " ".join(
-        "v1," + base64.b64encode(hmac.new(standard_key(s), signed, hashlib.sha256).digest()).decode() for s in secrets
+        sign_v1a(s, signed)
+        if is_private_key(s)
+        else "v1," + base64.b64encode(hmac.new(standard_key(s), signed, hashlib.sha256).digest()).decode()
+        for s in secrets
     )
+
+
+def sign_v1a(private_key: str, signed: bytes) -> str:
+    """One Standard Webhooks asymmetric entry: `v1a,` + base64 of the ed25519 signature (64
+    bytes) of the signed content "{id}.{timestamp}.{body}", by a `whsk_` private key."""
+    return "v1a," + base64.b64encode(load_private_key(private_key).sign(signed)).decode()
+
+
+def shared_secrets(secrets: Sequence[str]) -> list[str]:
+    """The `whsec_` secrets among `secrets`: the formats other than Standard Webhooks carry only
+    HMAC signatures (an ed25519 key left from before a switch of scheme signs nothing there)."""
+    return [s for s in secrets if not is_private_key(s)]
 
 
 def sign_timestamped_hex(secrets: Sequence[str], timestamp: int, body: bytes) -> str:
@@ -114,18 +140,18 @@ def _timestamped_hex_headers(
     return {
         "X-Webhook-Id": msg_id,
         "X-Webhook-Timestamp": str(timestamp),
-        options.header_name: sign_timestamped_hex(secrets, timestamp, body),
+        options.header_name: sign_timestamped_hex(shared_secrets(secrets), timestamp, body),
     }
 
 
 def _body_hmac_headers(
     secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes, options: SignatureOptions
 ) -> dict[str, str]:
-    # `secrets` is newest first: the oldest live secret signs (see the module docstring).
+    # `secrets` is newest first: the oldest live shared secret signs (see the module docstring).
     return {
         "X-Webhook-Id": msg_id,
         "X-Webhook-Timestamp": str(timestamp),
-        options.header_name: sign_body(secrets[-1], body, options.encoding, options.prefix),
+        options.header_name: sign_body(shared_secrets(secrets)[-1], body, options.encoding, options.prefix),
     }
 
 
@@ -133,6 +159,8 @@ Signer = Callable[[Sequence[str], str, int, bytes, SignatureOptions], dict[str, 
 
 SIGNERS: dict[str, Signer] = {
     SignatureScheme.STANDARD: _standard_headers,
+    # v1 for whsec_ secrets, v1a for whsk_ keys: one signer for both Standard Webhooks schemes
+    SignatureScheme.STANDARD_ED25519: _standard_headers,
     SignatureScheme.TIMESTAMPED_HEX: _timestamped_hex_headers,
     SignatureScheme.BODY_HMAC: _body_hmac_headers,
 }

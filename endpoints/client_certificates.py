@@ -1,4 +1,5 @@
-"""Checking an mTLS client certificate and its private key before they are stored.
+"""mTLS client certificates: the model, and the checks of a certificate and its private key
+before they are stored.
 
 A receiver that requires TLS client authentication gets one certificate chain (PEM, leaf
 first) and its unencrypted private key (PEM) per endpoint. Both are checked here when saved,
@@ -11,6 +12,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from . import secret_box
 
 MAX_PEM_LENGTH = 64 * 1024
 
@@ -82,3 +87,58 @@ def inspect_client_certificate(certificate_pem: str, private_key_pem: str, now: 
         subject=leaf.subject.rfc4514_string()[:200],
         not_valid_after=leaf.not_valid_after_utc,
     )
+
+
+class EndpointClientCertificate(models.Model):
+    """The TLS client certificate an endpoint presents to a receiver that requires one (mTLS).
+
+    `certificate_pem` (the chain, leaf first) is public and kept as is; the private key is
+    stored encrypted like a secret (`encrypted_private_key`; read and write it as
+    `private_key_pem`). Saving checks that the key belongs to the certificate and that the
+    certificate is valid now. Set it with `endpoint.set_client_certificate(cert_pem, key_pem)`.
+    """
+
+    endpoint = models.OneToOneField("endpoints.Endpoint", on_delete=models.CASCADE, related_name="client_certificate")
+    certificate_pem = models.TextField(help_text="PEM certificate chain, leaf first.")
+    encrypted_private_key = models.TextField(editable=False)
+    fingerprint_sha256 = models.CharField(max_length=64, editable=False)
+    subject = models.CharField(max_length=200, editable=False)
+    not_valid_after = models.DateTimeField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __init__(self, *args, **kwargs):
+        private_key_pem = kwargs.pop("private_key_pem", None)
+        super().__init__(*args, **kwargs)
+        self._new_private_key = private_key_pem
+
+    def __str__(self) -> str:
+        return (
+            f"client certificate of endpoint {self.endpoint_id} ({self.subject}, sha256 {self.fingerprint_sha256[:16]})"
+        )
+
+    def __repr__(self) -> str:
+        return f"<EndpointClientCertificate {self.pk} of endpoint {self.endpoint_id}>"
+
+    def save(self, *args, **kwargs) -> None:
+        key = self.private_key_pem
+        info = inspect_client_certificate(self.certificate_pem, key, timezone.now())
+        self.fingerprint_sha256, self.subject, self.not_valid_after = (
+            info.fingerprint_sha256,
+            info.subject,
+            info.not_valid_after,
+        )
+        if self._new_private_key is not None:
+            self.encrypted_private_key = secret_box.encrypt(self._new_private_key)
+            self._new_private_key = None
+        super().save(*args, **kwargs)
+
+    @property
+    def private_key_pem(self) -> str:
+        if self._new_private_key is not None:
+            return self._new_private_key
+        return secret_box.decrypt(self.encrypted_private_key, f"the client key of endpoint {self.endpoint_id}")
+
+    @private_key_pem.setter
+    def private_key_pem(self, value: str) -> None:
+        self._new_private_key = value

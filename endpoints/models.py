@@ -1,9 +1,11 @@
-"""Who receives webhooks: endpoints, their signing secrets and what they subscribe to."""
+"""Who receives webhooks: endpoints, their signing secrets and what they subscribe to.
 
-import base64
-import binascii
+EndpointSecret lives in endpoints/signing_secrets.py, EndpointClientCertificate in
+endpoints/client_certificates.py and SignatureScheme in endpoints/signature_formats.py; all are
+importable from here, as ever.
+"""
+
 import json
-import secrets as random_secrets
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
@@ -12,14 +14,23 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import custom_headers, secret_box, signals
-from .client_certificates import inspect_client_certificate
+from .client_certificates import EndpointClientCertificate
 from .event_types import PatternSet, compiled_patterns
 from .signature_formats import (
     SIGNATURE_SETTINGS,
     SignatureEncoding,
+    SignatureScheme,
     signature_settings_errors,
     validate_signature_header,
     validate_signature_prefix,
+)
+from .signing_secrets import (
+    SECRET_BYTES,
+    SECRET_PREFIX,
+    EndpointSecret,
+    EndpointSecretQuerySet,
+    generate_secret,
+    validate_secret,
 )
 from .validation import (
     validate_custom_headers,
@@ -29,32 +40,22 @@ from .validation import (
     validate_webhook_url,
 )
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32
+__all__ = [
+    "KEY_SWITCH_GRACE",
+    "SECRET_BYTES",
+    "SECRET_PREFIX",
+    "Endpoint",
+    "EndpointClientCertificate",
+    "EndpointSecret",
+    "EndpointSecretQuerySet",
+    "SignatureScheme",
+    "generate_secret",
+    "validate_secret",
+]
 
-
-def generate_secret() -> str:
-    """A new signing secret: `whsec_` + base64 of 32 random bytes (Standard Webhooks form)."""
-    return SECRET_PREFIX + base64.b64encode(random_secrets.token_bytes(SECRET_BYTES)).decode()
-
-
-def validate_secret(value: str) -> None:
-    """A secret is `whsec_` followed by base64 of 24 to 64 bytes."""
-    if not isinstance(value, str) or not value.startswith(SECRET_PREFIX):
-        raise ValidationError("Secret must start with 'whsec_'.", code="secret")
-    try:
-        key = base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationError("Secret must be 'whsec_' followed by base64.", code="secret") from None
-    if not 24 <= len(key) <= 64:
-        raise ValidationError("Secret must encode 24 to 64 random bytes.", code="secret")
-
-
-class SignatureScheme(models.TextChoices):
-    STANDARD = "standard", "Standard Webhooks (webhook-signature)"
-    TIMESTAMPED_HEX = "timestamped_hex", "Stripe-compatible (X-Webhook-Signature: t=..,v1=..)"
-    BODY_HMAC = "body_hmac", "HMAC of the body (GitHub-, Shopify-style; no signed timestamp)"
-
+# A change of signature_scheme between a shared-secret scheme and standard_ed25519 rotates in a
+# key of the new kind; the older keys keep signing this long, as after rotate_secret().
+KEY_SWITCH_GRACE = timedelta(hours=24)
 
 SCHEME_ERRORS = {
     "invalid_choice": f"Signature scheme %(value)r is not a valid choice; use one of: {', '.join(SignatureScheme)}."
@@ -65,9 +66,13 @@ class Endpoint(models.Model):
     """An HTTP URL that receives the events of one tenant whose types match its patterns.
 
     Creating one generates a signing secret (`endpoint.secret`) unless one is given with
-    `Endpoint(secret="whsec_...")`. Saving validates every field, so invalid input raises
-    ValidationError and writes nothing. Requests are signed in `signature_scheme`, with the
-    header name, encoding and prefix that scheme takes (endpoints/signature_formats.py).
+    `Endpoint(secret="whsec_...")`; with signature_scheme "standard_ed25519" that is an ed25519
+    private key `whsk_...`, and `endpoint.public_key` (`whpk_...`) is what the receiver verifies
+    with. Saving validates every field, so invalid input raises ValidationError and writes nothing.
+    Requests are signed in `signature_scheme`, with the header name, encoding and prefix that
+    scheme takes (endpoints/signature_formats.py). Changing signature_scheme between a
+    shared-secret scheme and standard_ed25519 rotates in a key of the new kind
+    (`key_switched_until` then says until when the older keys sign).
     """
 
     url = models.CharField(max_length=2000, validators=[validate_webhook_url])
@@ -162,6 +167,7 @@ class Endpoint(models.Model):
         initial_secret = kwargs.pop("secret", None)
         super().__init__(*args, **kwargs)
         self._initial_secret = initial_secret
+        self.key_switched_until = None  # set by save(): see _switch_key_kind
 
     def __str__(self) -> str:
         return self.url
@@ -174,8 +180,22 @@ class Endpoint(models.Model):
         with transaction.atomic():
             super().save(*args, **kwargs)
             if creating:
-                self.secrets.create(secret=self._initial_secret or generate_secret())
+                self.secrets.create(secret=self._initial_secret or generate_secret(self.signature_scheme))
                 self._initial_secret = None
+            else:
+                self.key_switched_until = self._switch_key_kind()
+
+    def _switch_key_kind(self):
+        """After signature_scheme moved between shared secrets and ed25519: rotate in a key of the
+        kind it signs with now. The older keys keep signing for KEY_SWITCH_GRACE (in the Standard
+        Webhooks header, `v1` and `v1a` entries side by side), so a receiver can switch without
+        losing a webhook. Returns until when they sign, or None when the newest key already fits."""
+        newest_public_key = self.secrets.live().values_list("public_key", flat=True).first()
+        wants_key_pair = self.signature_scheme == SignatureScheme.STANDARD_ED25519
+        if newest_public_key is None or bool(newest_public_key) == wants_key_pair:
+            return None
+        self.rotate_secret(grace=KEY_SWITCH_GRACE)
+        return timezone.now() + KEY_SWITCH_GRACE
 
     def clean_fields(self, exclude=None) -> None:
         """Django's own checks let a JSON or blank text field through when it is None (the
@@ -207,7 +227,7 @@ class Endpoint(models.Model):
 
     def clean(self) -> None:
         if self._initial_secret is not None:
-            validate_secret(self._initial_secret)
+            validate_secret(self._initial_secret, self.signature_scheme)
         headers, sensitive = self.headers, self.sensitive_headers
         signature = {name: getattr(self, name) for name in SIGNATURE_SETTINGS}
         errors = signature_settings_errors(
@@ -252,14 +272,26 @@ class Endpoint(models.Model):
 
     @property
     def secret(self) -> str | None:
-        """The current (newest) signing secret."""
+        """The current (newest) signing secret (`whsk_...` private key for standard_ed25519)."""
         newest = self.secrets.live().first()
         return newest.secret if newest else None
 
+    @property
+    def public_key(self) -> str | None:
+        """The public key (`whpk_...`) of the current (newest) key when it is an ed25519 key pair:
+        what the receiver verifies with. None for a shared secret. Not secret: show it freely."""
+        return self.secrets.live().values_list("public_key", flat=True).first() or None
+
+    def public_keys(self) -> list[str]:
+        """The public keys of every live ed25519 key, newest first (several during a rotation)."""
+        return list(self.secrets.live().exclude(public_key="").values_list("public_key", flat=True))
+
     def rotate_secret(self, grace: timedelta = timedelta(hours=24), new_secret: str | None = None) -> str:
-        """Add a new signing secret; older live secrets keep signing for `grace`, then expire."""
-        new_secret = new_secret or generate_secret()
-        validate_secret(new_secret)
+        """Add a new signing secret (or key pair, for standard_ed25519: the private key is returned,
+        `public_key` then gives what the receiver needs); older live secrets keep signing for
+        `grace`, then expire."""
+        new_secret = new_secret or generate_secret(self.signature_scheme)
+        validate_secret(new_secret, self.signature_scheme)
         now = timezone.now()
         with transaction.atomic():
             self.secrets.live(now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now + grace)).update(
@@ -302,108 +334,3 @@ class Endpoint(models.Model):
         for field, value in reset.items():
             setattr(self, field, value)
         signals.endpoint_enabled.send(sender=Endpoint, endpoint=self)
-
-
-class EndpointSecretQuerySet(models.QuerySet):
-    def live(self, now=None):
-        now = now or timezone.now()
-        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).order_by("-created_at", "-id")
-
-
-class EndpointSecret(models.Model):
-    """A signing secret of an endpoint. The newest signs; older ones sign too until they expire
-    (rotation with overlap: the signature header then carries one signature per live secret).
-
-    Stored encrypted (endpoints/secret_box.py): `encrypted_secret` holds a Fernet token under
-    WEBHOOKS_SECRET_KEYS; `secret` reads and writes the plain `whsec_...` value, so
-    `EndpointSecret(secret="whsec_...")` and `.secret` work as if it were a column. It cannot be
-    used in queries (`filter(secret=...)`): each encryption of one value differs.
-    """
-
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="secrets")
-    encrypted_secret = models.TextField(editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-
-    objects = EndpointSecretQuerySet.as_manager()
-
-    class Meta:
-        indexes = [models.Index(fields=["endpoint", "expires_at"], name="secret_endpoint_expiry")]
-
-    def __str__(self) -> str:
-        created = f" created {self.created_at:%Y-%m-%d %H:%M}" if self.created_at else ""
-        return f"secret of endpoint {self.endpoint_id}{created}"
-
-    def __repr__(self) -> str:
-        return f"<EndpointSecret {self.pk} of endpoint {self.endpoint_id}>"
-
-    @property
-    def secret(self) -> str:
-        """The plain `whsec_...` value (decrypted once per token)."""
-        cached = getattr(self, "_plain", None)
-        if cached is not None and cached[0] == self.encrypted_secret:
-            return cached[1]
-        plain = secret_box.decrypt(self.encrypted_secret, f"the secret {self.pk} of endpoint {self.endpoint_id}")
-        self._plain = (self.encrypted_secret, plain)
-        return plain
-
-    @secret.setter
-    def secret(self, value: str) -> None:
-        validate_secret(value)
-        self.encrypted_secret = secret_box.encrypt(value)
-        self._plain = (self.encrypted_secret, value)
-
-
-class EndpointClientCertificate(models.Model):
-    """The TLS client certificate an endpoint presents to a receiver that requires one (mTLS).
-
-    `certificate_pem` (the chain, leaf first) is public and kept as is; the private key is
-    stored encrypted like a secret (`encrypted_private_key`; read and write it as
-    `private_key_pem`). Saving checks that the key belongs to the certificate and that the
-    certificate is valid now. Set it with `endpoint.set_client_certificate(cert_pem, key_pem)`.
-    """
-
-    endpoint = models.OneToOneField(Endpoint, on_delete=models.CASCADE, related_name="client_certificate")
-    certificate_pem = models.TextField(help_text="PEM certificate chain, leaf first.")
-    encrypted_private_key = models.TextField(editable=False)
-    fingerprint_sha256 = models.CharField(max_length=64, editable=False)
-    subject = models.CharField(max_length=200, editable=False)
-    not_valid_after = models.DateTimeField(editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __init__(self, *args, **kwargs):
-        private_key_pem = kwargs.pop("private_key_pem", None)
-        super().__init__(*args, **kwargs)
-        self._new_private_key = private_key_pem
-
-    def __str__(self) -> str:
-        return (
-            f"client certificate of endpoint {self.endpoint_id} ({self.subject}, sha256 {self.fingerprint_sha256[:16]})"
-        )
-
-    def __repr__(self) -> str:
-        return f"<EndpointClientCertificate {self.pk} of endpoint {self.endpoint_id}>"
-
-    def save(self, *args, **kwargs) -> None:
-        key = self.private_key_pem
-        info = inspect_client_certificate(self.certificate_pem, key, timezone.now())
-        self.fingerprint_sha256, self.subject, self.not_valid_after = (
-            info.fingerprint_sha256,
-            info.subject,
-            info.not_valid_after,
-        )
-        if self._new_private_key is not None:
-            self.encrypted_private_key = secret_box.encrypt(self._new_private_key)
-            self._new_private_key = None
-        super().save(*args, **kwargs)
-
-    @property
-    def private_key_pem(self) -> str:
-        if self._new_private_key is not None:
-            return self._new_private_key
-        return secret_box.decrypt(self.encrypted_private_key, f"the client key of endpoint {self.endpoint_id}")
-
-    @private_key_pem.setter
-    def private_key_pem(self, value: str) -> None:
-        self._new_private_key = value

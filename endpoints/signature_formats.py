@@ -1,9 +1,11 @@
 """The signature formats an endpoint can sign in, what each lets an operator set, and the presets
 that name the combinations receivers already know (GitHub-style, Shopify-style, Stripe-style).
 
-Three schemes (`Endpoint.signature_scheme`):
+Four schemes (`Endpoint.signature_scheme`, the choices of `SignatureScheme`):
 
 - `standard`, Standard Webhooks (the default): fixed header names, nothing to set.
+- `standard_ed25519`, Standard Webhooks signed with an ed25519 key pair (`v1a`,
+  endpoints/signing_keys.py): fixed header names, nothing to set.
 - `timestamped_hex`, Stripe's form `t=<ts>,v1=<hex>`: the header name can be set
   (`signature_header`, blank: X-Webhook-Signature).
 - `body_hmac`, an HMAC-SHA256 of the body alone, as GitHub and Shopify send it: header name,
@@ -30,6 +32,7 @@ __all__ = [
     "SchemeTraits",
     "SignatureEncoding",
     "SignaturePreset",
+    "SignatureScheme",
     "matching_preset",
     "signature_settings_errors",
     "validate_signature_header",
@@ -46,6 +49,13 @@ MAX_SIGNATURE_PREFIX_LENGTH = 32
 _NOT_A_SIGNATURE_HEADER = RESERVED_HEADERS - {DEFAULT_SIGNATURE_HEADER.lower()}
 
 
+class SignatureScheme(models.TextChoices):
+    STANDARD = "standard", "Standard Webhooks (webhook-signature)"
+    TIMESTAMPED_HEX = "timestamped_hex", "Stripe-compatible (X-Webhook-Signature: t=..,v1=..)"
+    BODY_HMAC = "body_hmac", "HMAC of the body (GitHub-, Shopify-style; no signed timestamp)"
+    STANDARD_ED25519 = "standard_ed25519", "Standard Webhooks, ed25519 key pair (webhook-signature: v1a,..)"
+
+
 class SignatureEncoding(models.TextChoices):
     HEX = "hex", "hex (lowercase)"
     BASE64 = "base64", "base64"
@@ -58,15 +68,19 @@ class SchemeTraits:
     settings: frozenset[str]  # the Endpoint fields that apply, of SIGNATURE_SETTINGS
     signed_timestamp: bool  # False: nothing stops a captured request from being replayed
     one_signature: bool  # True: one signature per request, so one secret signs during a rotation
+    # True: ed25519 keys sign too (`v1a` in the Standard Webhooks header); False: an HMAC-only
+    # format, where a key pair left live by a switch of scheme signs nothing.
+    key_pairs_sign: bool = False
 
 
 SIGNATURE_SETTINGS = ("signature_header", "signature_encoding", "signature_prefix")
 
 # One entry per SignatureScheme (a test checks they agree): an unknown scheme is a KeyError.
 SCHEME_TRAITS: dict[str, SchemeTraits] = {
-    "standard": SchemeTraits(frozenset(), signed_timestamp=True, one_signature=False),
+    "standard": SchemeTraits(frozenset(), signed_timestamp=True, one_signature=False, key_pairs_sign=True),
     "timestamped_hex": SchemeTraits(frozenset({"signature_header"}), signed_timestamp=True, one_signature=False),
     "body_hmac": SchemeTraits(frozenset(SIGNATURE_SETTINGS), signed_timestamp=False, one_signature=True),
+    "standard_ed25519": SchemeTraits(frozenset(), signed_timestamp=True, one_signature=False, key_pairs_sign=True),
 }
 
 

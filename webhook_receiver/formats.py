@@ -8,15 +8,20 @@ an unknown scheme is a `ValueError`, never a fallback to another format.
   HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the base64-decoded part after `whsec_`.
 - `timestamped_hex` (Stripe's form): `<header>: t=<ts>,v1=<hex>[,v1=<hex>...]`, an HMAC-SHA256
   of "{t}.{body}" keyed with the whole secret string; `X-Webhook-Id`.
+- `standard_ed25519`: the Standard Webhooks headers with `v1a,<base64>` entries, an ed25519
+  signature of "{id}.{timestamp}.{body}", verified with the endpoint's public key (`whpk_...`).
+  Its verifier lives in webhook_receiver/ed25519.py, the one module that needs `cryptography`,
+  imported only when public keys are given.
 - `body_hmac` (GitHub-, Shopify-style): `<header>: <prefix><hex or base64>`, an HMAC-SHA256 of
   the body alone keyed with the whole secret string; `X-Webhook-Id`. No timestamp is signed,
   so nothing stops a captured request from being replayed; `tolerance` does not apply, and
   `VerifiedWebhook.timestamp` is None. Deduplicating on the webhook id (the Django decorator
   does) turns such a replay into a "duplicate" for as long as the id is remembered.
 
-`<header>` is X-Webhook-Signature unless given. With no scheme, `standard` and
-`timestamped_hex` (with X-Webhook-Signature) are told apart by their headers; `body_hmac` is
-never guessed, since accepting a signature without a timestamp must be asked for.
+`<header>` is X-Webhook-Signature unless given. With no scheme, public keys (`whpk_`) mean
+`standard_ed25519`; with secrets, `standard` and `timestamped_hex` (with X-Webhook-Signature)
+are told apart by their headers; `body_hmac` is never guessed, since accepting a signature
+without a timestamp must be asked for.
 """
 
 import hashlib
@@ -32,6 +37,8 @@ from .errors import InvalidSignatureError, MissingHeaderError
 STANDARD = "standard"
 TIMESTAMPED_HEX = "timestamped_hex"
 BODY_HMAC = "body_hmac"
+STANDARD_ED25519 = "standard_ed25519"
+PUBLIC_KEY_PREFIX = "whpk_"
 
 # Header names as we report them; looked up case-insensitively.
 WEBHOOK_ID = "webhook-id"
@@ -69,7 +76,12 @@ PRESETS: dict[str, SignatureFormat] = {
 }
 
 # Which of header=, encoding= and prefix= each scheme takes.
-_OPTIONS = {STANDARD: (), TIMESTAMPED_HEX: ("header",), BODY_HMAC: ("header", "encoding", "prefix")}
+_OPTIONS = {
+    STANDARD: (),
+    TIMESTAMPED_HEX: ("header",),
+    BODY_HMAC: ("header", "encoding", "prefix"),
+    STANDARD_ED25519: (),
+}
 
 
 def signature_format(
@@ -133,6 +145,29 @@ def detected_format(headers: Mapping[str, str]) -> SignatureFormat:
     )
 
 
+def format_for_keys(secrets: list[str], chosen: SignatureFormat | None, headers: Mapping[str, str]) -> SignatureFormat:
+    """The format to verify with `secrets`: public keys (`whpk_`) verify `standard_ed25519` and
+    nothing else, secrets everything else; `chosen` (from scheme= or preset=) or, when None, told
+    from the keys and headers. `ValueError` when the keys do not fit the scheme chosen."""
+    public = [s.startswith(PUBLIC_KEY_PREFIX) for s in secrets]
+    if any(public):
+        if not all(public):
+            raise ValueError(
+                "give either public keys ('whpk_...', for v1a signatures) or secrets ('whsec_...', for v1), not both"
+            )
+        if chosen is not None and chosen.scheme != STANDARD_ED25519:
+            raise ValueError(
+                f"public keys ('whpk_...') verify only {STANDARD_ED25519} (v1a) signatures, not {chosen.scheme}: "
+                "give the endpoint's secret, or no scheme"
+            )
+        return SignatureFormat(STANDARD_ED25519)
+    if chosen is not None and chosen.scheme == STANDARD_ED25519:
+        raise ValueError(
+            f"the {STANDARD_ED25519} scheme verifies with the endpoint's public key ('whpk_...'), not a secret"
+        )
+    return chosen or detected_format(headers)
+
+
 @dataclass(frozen=True)
 class VerifiedWebhook:
     """What `verify_webhook` returns: the payload plus what the headers said about it."""
@@ -140,8 +175,8 @@ class VerifiedWebhook:
     id: str | None  # the webhook id, the same on every retry: the dedupe key (None: no id given at all)
     timestamp: int | None  # the signed unix timestamp of this attempt (None: body_hmac signs none)
     payload: dict[str, Any]  # the parsed JSON body
-    scheme: str  # "standard", "timestamped_hex" or "body_hmac"
-    secret_index: int  # which of the secrets given matched (0 = the first)
+    scheme: str  # "standard", "timestamped_hex", "body_hmac" or "standard_ed25519" (v1a)
+    secret_index: int  # which of the secrets (or public keys) given matched (0 = the first)
 
 
 Verifier = Callable[[list[str], Mapping[str, str], bytes, float, float | None, SignatureFormat], VerifiedWebhook]
@@ -295,8 +330,22 @@ def _signed_id(header_id: str | None, payload: dict[str, Any]) -> str | None:
     return header_id or body_id
 
 
+def _verify_v1a(
+    public_keys: list[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    tolerance: float,
+    now: float | None,
+    form: SignatureFormat,
+) -> VerifiedWebhook:
+    from .ed25519 import verify_v1a  # needs `cryptography`: imported only for public keys
+
+    return verify_v1a(public_keys, headers, body, tolerance, now, form)
+
+
 VERIFIERS: dict[str, Verifier] = {
     STANDARD: _verify_standard,
     TIMESTAMPED_HEX: _verify_timestamped_hex,
     BODY_HMAC: _verify_body_hmac,
+    STANDARD_ED25519: _verify_v1a,
 }

@@ -18,7 +18,7 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from endpoints.app_settings import webhook_settings
-from endpoints.models import Endpoint
+from endpoints.models import Endpoint, SignatureScheme
 from endpoints.signature_formats import DEFAULT_SIGNATURE_HEADER, SCHEME_TRAITS, SIGNATURE_PRESETS, matching_preset
 
 from ..endpoint_stats import (
@@ -34,6 +34,7 @@ from .common import PermissionCheckedActionsMixin, ids_of
 from .endpoint_actions import EndpointActions
 from .filters import EndpointStateFilter, TenantFilter
 from .forms import EndpointForm
+from .signing_keys import SigningKeysAdminMixin
 
 RATES_TIME_LIMIT_MS = 1500
 RATES_UNKNOWN = object()
@@ -66,7 +67,7 @@ def _deliveries_url(endpoint: Endpoint, status: str) -> str:
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelAdmin):
+class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedActionsMixin, admin.ModelAdmin):
     form = EndpointForm
     list_display = (
         "url_display",
@@ -227,20 +228,28 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
 
     @admin.display(description="signing secrets")
     def secrets_summary(self, endpoint: Endpoint) -> str:
-        """When each secret was made and until when it signs; never the value. In a format with
-        one signature per request, the oldest live secret signs and the newer ones wait."""
+        """When each secret was made and until when it signs; never the value. An ed25519 key
+        shows its public key (not secret: the receiver verifies with it), never the private one.
+        In a format with one signature per request, the oldest live secret signs and the newer
+        ones wait; in an HMAC-only format, an ed25519 key left by a switch of scheme signs nothing."""
         now = timezone.now()
-        secrets = list(endpoint.secrets.order_by("-created_at", "-id").values_list("created_at", "expires_at")[:10])
-        live = [i for i, (_, expires) in enumerate(secrets) if expires is None or expires > now]
+        secrets = list(
+            endpoint.secrets.order_by("-created_at", "-id").values_list("created_at", "expires_at", "public_key")[:10]
+        )
         traits = SCHEME_TRAITS.get(endpoint.signature_scheme)
         one_signature = traits is not None and traits.one_signature
+        live = [i for i, (_, expires, _) in enumerate(secrets) if expires is None or expires > now]
+        # The indices of the keys this format signs with (an HMAC format: shared secrets only).
+        signing = [i for i in live if traits is None or traits.key_pairs_sign or not secrets[i][2]]
 
         def state(index: int) -> str:
             if index not in live:
                 return "expired"
-            if not one_signature or index == live[-1]:
+            if index not in signing:
+                return "signs nothing in this format (an ed25519 key)"
+            if not one_signature or index == signing[-1]:
                 return "signs"
-            takes_over = secrets[live[live.index(index) + 1]][1]  # when the next older one expires
+            takes_over = secrets[signing[signing.index(index) + 1]][1]  # when the next older one expires
             return f"waits, signs from {timezone.localtime(takes_over):%Y-%m-%d %H:%M}" if takes_over else "waits"
 
         rows = [
@@ -248,12 +257,14 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
                 f"{timezone.localtime(created):%Y-%m-%d %H:%M}",
                 state(index),
                 f" until {timezone.localtime(expires):%Y-%m-%d %H:%M}" if expires else "",
+                format_html(' · public key <code class="webhooks-public-key">{}</code>', public) if public else "",
             )
-            for index, (created, expires) in enumerate(secrets)
+            for index, (created, expires, public) in enumerate(secrets)
         ]
-        listed = format_html_join(mark_safe("<br>"), "created {}: {}{}", rows)
+        listed = format_html_join(mark_safe("<br>"), "created {}: {}{}{}", rows)
         return format_html(
-            '{}<div class="help">Values are shown once, when created; to hand out a new secret, use the action '
+            '{}<div class="help">Shared secrets are shown once, when created; an ed25519 private key never (its '
+            "receiver needs only the public key). To hand out a new one, use the action "
             "<em>Rotate signing secret</em> in the list.</div>",
             listed,
         )
@@ -267,6 +278,7 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
             return format_html('<span style="color:#c62828">unknown signature scheme {}</span>', scheme)
         sent = {
             "standard": "webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>",
+            "standard_ed25519": "webhook-signature: v1a,<base64 ed25519 signature of id.timestamp.body>",
             "timestamped_hex": f"{header}: t=<timestamp>,v1=<hex HMAC-SHA256 of timestamp.body>",
             "body_hmac": f"{header}: {endpoint.signature_prefix}<{endpoint.signature_encoding or 'hex'} "
             "HMAC-SHA256 of the body>",
@@ -275,11 +287,15 @@ class EndpointAdmin(EndpointActions, PermissionCheckedActionsMixin, admin.ModelA
             scheme, endpoint.signature_header, endpoint.signature_encoding, endpoint.signature_prefix
         )
         preset_note = f" ({SIGNATURE_PRESETS[preset].label.split(' (')[0]})" if preset else ""
-        rotation = (
-            "During a rotation the oldest live secret signs alone until it expires, then the next one."
-            if traits.one_signature
-            else "During a rotation every live secret signs."
-        )
+        if traits.one_signature:
+            rotation = "During a rotation the oldest live secret signs alone until it expires, then the next one."
+        elif scheme == SignatureScheme.STANDARD_ED25519:
+            rotation = (
+                "Signed with an ed25519 private key that never leaves the sender; receivers verify with its public "
+                "key (whpk_..., listed with the signing secrets). During a rotation every live key signs."
+            )
+        else:
+            rotation = "During a rotation every live secret signs."
         warning = (
             format_html('<p class="errornote" id="no-replay-protection">{}</p>', NO_REPLAY_PROTECTION)
             if not traits.signed_timestamp

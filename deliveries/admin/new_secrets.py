@@ -1,4 +1,5 @@
-"""New signing secrets, shown once.
+"""New signing secrets, shown once (for an ed25519 key pair, its public key: the private key is
+never shown).
 
 The action that creates a secret (rotation, or adding an endpoint) remembers in the session
 which secret rows may be shown (ids, never values) and redirects to a page that shows them:
@@ -44,7 +45,10 @@ def new_secrets_page(model_admin: admin.ModelAdmin, request: HttpRequest) -> Htt
             continue
         if _newest_secret_id(endpoint) == entry["secret"]:
             old_until = datetime.fromisoformat(entry["old_until"]) if entry.get("old_until") else None
-            shown.append({"endpoint": endpoint, "secret": endpoint.secret, "old_until": old_until})
+            # An ed25519 key pair: its public key is what the receiver needs; the private key is never shown.
+            public_key = endpoint.public_key
+            secret = None if public_key else endpoint.secret
+            shown.append({"endpoint": endpoint, "secret": secret, "public_key": public_key, "old_until": old_until})
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "New signing secrets" if shown else "No new secret to show",
