@@ -24,7 +24,7 @@ from . import breaker, transport
 from .attempt_records import AssessedAttempt, SendOutcome, assess, record_attempts
 from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
 from .retry_policy import RetryPolicy, Verdict
-from .signing import endpoint_signature_headers
+from .signing import SigningError, endpoint_signature_headers
 
 __all__ = ["BatchResult", "SendOutcome", "claim", "render_body", "send_deliveries", "send_delivery"]
 
@@ -179,9 +179,14 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
     rest: list[Delivery] = []
     for index, delivery in enumerate(group):
         body = render_body(delivery.event)
-        headers = build_headers(delivery, body, secrets, int(time.time()))
         started_at = timezone.now()
-        sent = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
+        try:
+            headers = build_headers(delivery, body, secrets, int(time.time()))
+        except SigningError as error:  # never an unsigned request: a failed attempt instead
+            headers = CaseInsensitiveDict()
+            sent = transport.Result(error=transport.TransportError(transport.SIGNING_ERROR, str(error)))
+        else:
+            sent = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
         made.append(assess(delivery, trigger, started_at, headers, body, sent, secrets, policy))
         if made[-1].verdict != Verdict.SUCCEEDED or time.monotonic() > stop_at:
             rest = group[index + 1 :]

@@ -45,6 +45,7 @@ __all__ = [
     "ENCODERS",
     "SIGNERS",
     "SignatureOptions",
+    "SigningError",
     "UnknownSignatureScheme",
     "endpoint_signature_headers",
     "shared_secrets",
@@ -56,9 +57,21 @@ __all__ = [
 ]
 
 
-class UnknownSignatureScheme(ValueError):
+class SigningError(ValueError):
+    """The endpoint cannot sign in its format. Nothing is sent: the attempt is recorded as failed
+    (not retried) with this message, and an operator retries the delivery once it is fixed."""
+
+
+class UnknownSignatureScheme(SigningError):
     """A signature scheme or encoding that no signer knows (the endpoint row was written
     behind validation's back, or a scheme was added without its signer)."""
+
+
+def _signing_keys(secrets: Sequence[str], scheme: str) -> Sequence[str]:
+    """`secrets`, refused when empty: a request without a signature must never be sent."""
+    if not secrets:
+        raise SigningError(f"no live secret or key that signs in the {scheme} format")
+    return secrets
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ def _standard_headers(
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign_standard(secrets, msg_id, timestamp, body),
+        "webhook-signature": sign_standard(_signing_keys(secrets, "standard"), msg_id, timestamp, body),
     }
 
 
@@ -140,7 +153,9 @@ def _timestamped_hex_headers(
     return {
         "X-Webhook-Id": msg_id,
         "X-Webhook-Timestamp": str(timestamp),
-        options.header_name: sign_timestamped_hex(shared_secrets(secrets), timestamp, body),
+        options.header_name: sign_timestamped_hex(
+            _signing_keys(shared_secrets(secrets), "timestamped_hex"), timestamp, body
+        ),
     }
 
 
@@ -151,7 +166,9 @@ def _body_hmac_headers(
     return {
         "X-Webhook-Id": msg_id,
         "X-Webhook-Timestamp": str(timestamp),
-        options.header_name: sign_body(shared_secrets(secrets)[-1], body, options.encoding, options.prefix),
+        options.header_name: sign_body(
+            _signing_keys(shared_secrets(secrets), "body_hmac")[-1], body, options.encoding, options.prefix
+        ),
     }
 
 

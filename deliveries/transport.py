@@ -59,7 +59,9 @@ DEADLINE_GRACE = 0.5
 # HTTP client refuses the request itself (an endpoint saved before a validation existed).
 BLOCKED_ADDRESS = "BlockedAddress"
 REFUSED_URL = "RefusedURL"
-NOT_RETRYABLE_ERRORS = frozenset({BLOCKED_ADDRESS, REFUSED_URL, "InvalidURL", "InvalidHeader"})
+# The endpoint cannot sign in its format (deliveries/signing.py SigningError): nothing was sent.
+SIGNING_ERROR = "SigningError"
+NOT_RETRYABLE_ERRORS = frozenset({BLOCKED_ADDRESS, REFUSED_URL, SIGNING_ERROR, "InvalidURL", "InvalidHeader"})
 # Client-certificate SSLContexts kept per thread (each holds a parsed key).
 CLIENT_CONTEXTS_PER_THREAD = 32
 

@@ -182,3 +182,23 @@ def test_public_keys_go_with_standard_ed25519_only():
         verify(secret, headers, BODY, scheme="standard_ed25519")
     with pytest.raises(ValueError, match="not both"):
         verify([public_key, secret], headers, BODY, scheme="standard_ed25519")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scheme", ["body_hmac", "timestamped_hex", "no_such_scheme"])
+def test_an_endpoint_that_cannot_sign_sends_nothing_and_its_delivery_fails_visibly(celery_worker, receiver, scheme):
+    # Given an endpoint whose only live key cannot sign in its format, written past validation
+    # (an ed25519 key under an HMAC format), or a scheme no signer knows
+    endpoint = Endpoint.objects.create(url=receiver.url("/hook"), signature_scheme=ED25519)
+    Endpoint.objects.filter(pk=endpoint.pk).update(signature_scheme=scheme)
+
+    # When an event is published
+    event = publish("order.paid", {"order": 3})
+
+    # Then no request goes out unsigned (or at all), and the delivery is failed, not stuck leased:
+    # one attempt saying why, for an operator to retry once the endpoint is fixed
+    delivery = wait_until(lambda: event.deliveries.filter(status=DeliveryStatus.FAILED).first(), timeout=20)
+    [attempt] = delivery.attempts.all()
+    assert attempt.error_class == "SigningError"
+    assert scheme in attempt.error_message
+    assert receiver.received("/hook") == []
