@@ -124,3 +124,11 @@ def test_switching_to_a_shared_secret_scheme_shows_the_new_secret_in_that_answer
     assert response.status_code == 200, response.content
     assert response.json()["secret"] == endpoint.secret and response.json()["secret"].startswith("whsec_")
     assert response.json()["key_switched_until"] is not None
+
+
+def test_a_put_without_is_active_leaves_a_disabled_endpoint_disabled(acme):
+    endpoint = Endpoint.objects.create(url="https://acme.example.com/hook", tenant="acme")
+    endpoint.disable("410 Gone")
+    response = acme.put(API + f"endpoints/{endpoint.pk}/", {"url": "https://acme.example.com/v2"}, format="json")
+    assert response.status_code == 200 and response.json()["is_active"] is False
+    assert response.json()["disabled_reason"] == "410 Gone"

@@ -44,7 +44,10 @@ class EndpointSerializer(serializers.Serializer):
         choices=[("", "default"), *SignatureEncoding.choices], allow_blank=True, default=""
     )
     signature_prefix = serializers.CharField(max_length=32, allow_blank=True, trim_whitespace=False, default="")
-    is_active = serializers.BooleanField(default=True, help_text="false disables the endpoint; true enables it.")
+    # No default: a PUT without it leaves the state alone (an auto-disabled endpoint stays disabled).
+    is_active = serializers.BooleanField(
+        required=False, help_text="false disables the endpoint; true enables it; absent: unchanged (new: true)."
+    )
     disabled_reason = serializers.CharField(read_only=True)
     disabled_at = serializers.DateTimeField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
