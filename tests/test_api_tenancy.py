@@ -147,3 +147,23 @@ def test_an_unauthenticated_request_is_refused(two_tenants):
         assert response.status_code in (401, 403), (method, route)
         assert "credentials were not provided" in response.json()["detail"]
     assert Endpoint.objects.count() == 2
+
+
+def test_the_hosts_drf_settings_other_than_authentication_do_not_change_the_api(two_tenants, settings):
+    settings.REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+        "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+        "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+        "PAGE_SIZE": 1,
+        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.BrowsableAPIRenderer"],
+        "DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema",
+        "DEFAULT_FILTER_BACKENDS": ["rest_framework.filters.OrderingFilter"],
+    }
+    client = client_for("acme-alice")  # not staff: IsAdminUser would refuse it
+    listed = call(client, "get", "events/?ordering=-created_at")
+    assert listed.status_code == 200 and listed["Content-Type"] == "application/json"
+    assert set(listed.json()) == {"data", "has_more", "next"}
+    assert call(client, "get", "schema/").status_code == 200
+    # authentication is the host's: a client the host's classes do not accept is refused
+    settings.REST_FRAMEWORK = {"DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"]}
+    assert call(client, "get", "events/").status_code == 401

@@ -39,6 +39,12 @@ def api_exception_handler(exc, context):
     return exception_handler(exc, context)
 
 
+def host_authenticators() -> list:
+    """The host's DRF authentication, read at each request (not frozen when this module was
+    imported, as APIView.authentication_classes is)."""
+    return [auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+
+
 def document(**kwargs):
     """drf-spectacular's `extend_schema` for a view method, built on drf-spectacular's AutoSchema
     whatever the host's DEFAULT_SCHEMA_CLASS is (extend_schema would build on that)."""
@@ -74,6 +80,9 @@ class TenantView(GenericAPIView):
 
     def get_exception_handler(self):
         return api_exception_handler
+
+    def get_authenticators(self):
+        return host_authenticators()
 
     def cursor_queryset(self):
         """Where `?after=` ids are looked up: the tenant's rows, unfiltered."""
