@@ -36,6 +36,9 @@ def test_the_served_schema_is_valid_openapi_3_and_lists_every_route():
     assert {p["name"] for p in events["parameters"]} == {"after", "limit", "type", "since", "until"}
     page = document["components"]["schemas"]["PaginatedEventList"]
     assert set(page["properties"]) == {"data", "has_more", "next"}
+    # and every operation documents its error answers
+    assert set(document["paths"][API + "endpoints/{id}/"]["delete"]["responses"]) == {"204", "401", "403", "404", "409"}
+    assert set(document["paths"][API + "events/"]["get"]["responses"]) == {"200", "400", "401", "403"}
 
 
 def test_the_schema_is_also_served_as_yaml():
