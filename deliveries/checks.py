@@ -28,6 +28,7 @@ ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
     "ALLOW_PRIVATE_NETWORKS": (bool,),
     "ALLOW_HTTP": (bool,),
     "RETENTION_SCHEDULE": (type(None), int, float, timedelta, BaseSchedule),
+    "API_TENANT": (type(None), str),
 }
 TYPE_NAMES = {
     bool: "True or False",

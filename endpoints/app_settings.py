@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     # Host integration.
     "MODEL_HOOKS": {},  # "app_label.Model" -> hook (README "Model hooks")
     "EVENT_TYPES": {},  # event type -> {"description", "schema"}; empty accepts every type
+    # The customers' API (deliveries.api, README "API for your customers"): the dotted path of
+    # the host's function (request) -> tenant string, or None to refuse; unset, the API refuses all.
+    "API_TENANT": None,
     # Metrics: each worker process serves Prometheus metrics on this port when set.
     "WORKER_METRICS_PORT": 0,
 }

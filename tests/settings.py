@@ -28,3 +28,6 @@ WEBHOOKS_MODEL_HOOKS = {
         "tenant": "tenant",
     },
 }
+
+# The customers' API (tests/test_api_*.py): a user "acme-alice" acts for tenant "acme".
+WEBHOOKS_API_TENANT = "tests.api_tenancy.tenant_for_request"

@@ -80,6 +80,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    # The customers' API (deliveries.api, the `api` extra): Django REST framework, drf-spectacular.
+    "rest_framework",
+    "drf_spectacular",
     "endpoints",
     "deliveries",
     # Development tooling of this repository (manage.py webhooks_demo, webhooks_bench); not
@@ -267,6 +270,10 @@ WEBHOOKS_RETENTION_BATCH_SIZE = env_int("WEBHOOKS_RETENTION_BATCH_SIZE", 1000)
 # Model hooks and the event type catalog: Python dicts set here (not environment variables).
 WEBHOOKS_MODEL_HOOKS: dict = {}  # "app_label.Model" -> hook (README "Model hooks")
 WEBHOOKS_EVENT_TYPES: dict = {}  # event type -> {"description", "schema"}; empty accepts every type
+
+# The customers' API at /api/webhooks/: the function mapping a request to its tenant (a dotted
+# path); unset, the API refuses every request.
+WEBHOOKS_API_TENANT = os.environ.get("WEBHOOKS_API_TENANT") or None
 
 # Metrics: each worker process serves Prometheus metrics on this port when set (web: /metrics).
 WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)

@@ -1,0 +1,79 @@
+"""schema/: the OpenAPI 3 document of this API only (not of the host's other DRF views)."""
+
+from django.urls import include, path
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer
+from drf_spectacular.views import SpectacularAPIView
+
+from endpoints import __version__
+
+from .base import host_authenticators
+from .tenancy import HasTenant
+
+ERROR_SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {"detail": {"type": "string", "description": "What was refused and why."}},
+    },
+    "FieldErrors": {
+        "type": "object",
+        "description": "Each field (or query parameter) in error, with its messages; non_field_errors for the rest.",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def _error(description: str, schema: str = "Error") -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def document_errors(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: the error answers every operation may give, in the
+    API's two error bodies, so that clients (and schema-driven tests) know them."""
+    result.setdefault("components", {}).setdefault("schemas", {}).update(ERROR_SCHEMAS)
+    for route, operations in result["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            responses.setdefault("401", _error("Not authenticated (as the host's authentication answers)."))
+            responses.setdefault(
+                "403", _error("Not authenticated, no tenant for this request, or the API not enabled.")
+            )
+            if "{" in route:
+                responses.setdefault("404", _error("No such object for this tenant."))
+            if "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", [])):
+                responses.setdefault("400", _error("Invalid input: the fields in error.", "FieldErrors"))
+            if method == "delete" or route.endswith("/retry/"):
+                responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
+    return result
+
+
+SCHEMA_SETTINGS = {
+    "TITLE": "Webhooks API",
+    "DESCRIPTION": "Your webhook endpoints, the events sent to them and every delivery attempt.",
+    "VERSION": __version__,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "deliveries.api.schema.document_errors"],
+}
+
+
+class ApiSchemaView(SpectacularAPIView):
+    """The document lists the API's routes under the prefix the host mounted them at. JSON unless
+    the client asks for YAML (Accept: application/vnd.oai.openapi)."""
+
+    permission_classes = [HasTenant]
+    custom_settings = SCHEMA_SETTINGS
+    renderer_classes = [OpenApiJsonRenderer2, OpenApiJsonRenderer, OpenApiYamlRenderer]
+
+    def get_authenticators(self):
+        return host_authenticators()
+
+    def get(self, request, *args, **kwargs):
+        from .urls import api_patterns  # urls imports this module
+
+        # The routes as mounted: the request's path without "schema/" is the mount prefix.
+        prefix = request.path_info[1 : -len("schema/")]
+        self.patterns = [path(prefix, include(api_patterns))]
+        return super().get(request, *args, **kwargs)
