@@ -4,7 +4,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from endpoints.models import Endpoint
-from endpoints.signals import endpoint_enabled
+from endpoints.signals import endpoint_enabled, verification_requested
 
 from .models import Delivery, DeliveryStatus
 
@@ -15,3 +15,12 @@ def resume_parked_deliveries(sender, endpoint: Endpoint, **kwargs) -> None:
     Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING, next_attempt_at__isnull=True).update(
         next_attempt_at=timezone.now(), queued_until=None
     )
+
+
+@receiver(verification_requested, sender=Endpoint, dispatch_uid="deliveries.start_verification")
+def start_verification(sender, endpoint: Endpoint, **kwargs) -> None:
+    """Run the handshake of an endpoint that just became unverified (deliveries/verification.py).
+    A failed publish is logged: the endpoint is due, so the sweep enqueues its handshake."""
+    from .tasks import enqueue_handshakes
+
+    enqueue_handshakes([endpoint.pk])
