@@ -11,7 +11,10 @@ from .models import Delivery, DeliveryStatus
 
 @receiver(endpoint_enabled, sender=Endpoint, dispatch_uid="deliveries.resume_parked")
 def resume_parked_deliveries(sender, endpoint: Endpoint, **kwargs) -> None:
-    """Deliveries kept while the endpoint was disabled become due now; the sweep sends them."""
+    """Deliveries kept while the endpoint was disabled become due now; the sweep sends them.
+    An endpoint still awaiting verification keeps them parked for its handshake."""
+    if endpoint.awaits_verification:
+        return
     Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING, next_attempt_at__isnull=True).update(
         next_attempt_at=timezone.now(), queued_until=None
     )

@@ -139,9 +139,11 @@ def verify_endpoint(endpoint_id: int, force: bool = False) -> HandshakeResult | 
     done = timezone.now()
     mine = Endpoint.objects.filter(pk=endpoint_id, verification_due_at=lease)
     if result.granted:
+        # An operator's check of an endpoint that needs no handshake records it, nothing more.
+        required = endpoint.verification_status != VerificationStatus.NOT_REQUIRED
         with transaction.atomic():
             mine.update(
-                verification_status=VerificationStatus.VERIFIED,
+                verification_status=VerificationStatus.VERIFIED if required else VerificationStatus.NOT_REQUIRED,
                 verified_at=done,
                 verification_due_at=None,
                 verification_attempts=endpoint.verification_attempts + 1,

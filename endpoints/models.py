@@ -39,6 +39,7 @@ from .validation import (
     validate_sensitive_header_names,
     validate_webhook_url,
 )
+from .verification_state import VerificationMixin, VerificationStatus
 
 __all__ = [
     "KEY_SWITCH_GRACE",
@@ -63,17 +64,7 @@ SCHEME_ERRORS = {
 }
 
 
-class VerificationStatus(models.TextChoices):
-    """Whether an endpoint must answer the handshake (deliveries/verification.py) before it
-    receives events. Only `unverified` holds deliveries back."""
-
-    NOT_REQUIRED = "not_required", "Not required"
-    UNVERIFIED = "unverified", "Unverified"
-    VERIFIED = "verified", "Verified"
-    WAIVED = "waived", "Waived by an operator"
-
-
-class Endpoint(models.Model):
+class Endpoint(VerificationMixin, models.Model):
     """An HTTP URL that receives the events of one tenant whose types match its patterns.
 
     Creating one generates a signing secret (`endpoint.secret`) unless one is given with
@@ -234,55 +225,6 @@ class Endpoint(models.Model):
         # To see in save() whether the URL changed (re-pointing needs a new handshake).
         instance._loaded_url = instance.__dict__.get("url")
         return instance
-
-    def _prepare_verification(self, creating: bool) -> bool:
-        """Before a save: an endpoint created unverified, or re-pointed while under verification,
-        starts the handshake from the beginning. Returns whether one is to run at commit."""
-        if self.verification_status == VerificationStatus.NOT_REQUIRED:
-            return False
-        if not creating:
-            stored_url = getattr(self, "_loaded_url", None)
-            if stored_url is None:
-                stored_url = Endpoint.objects.filter(pk=self.pk).values_list("url", flat=True).first()
-            if stored_url == self.url:
-                return False
-        elif self.verification_status != VerificationStatus.UNVERIFIED:
-            return False  # created verified or waived: the caller says so
-        self._mark_unverified()
-        return True
-
-    def _mark_unverified(self) -> None:
-        self.verification_status = VerificationStatus.UNVERIFIED
-        self.verified_at = None
-        self.verification_due_at = timezone.now()
-        self.verification_attempts = 0
-        self.verification_error = ""
-
-    @property
-    def awaits_verification(self) -> bool:
-        """Whether deliveries to this endpoint wait for the handshake."""
-        return self.verification_status == VerificationStatus.UNVERIFIED
-
-    def require_verification(self) -> bool:
-        """Hold this endpoint's deliveries until its URL answers the handshake, if
-        WEBHOOKS_VERIFY_API_ENDPOINTS is on (the default); returns whether it is now under
-        verification. The customers' API calls it after creating an endpoint and after changing
-        one's URL. Idempotent: an endpoint already under verification (unverified, verified or
-        waived for its current URL) is left as it is. The handshake runs when the transaction
-        commits."""
-        from .app_settings import webhook_settings
-
-        if not webhook_settings.VERIFY_API_ENDPOINTS:
-            return False
-        if self.verification_status != VerificationStatus.NOT_REQUIRED:
-            return True
-        self._mark_unverified()
-        fields = ("verification_status", "verified_at", "verification_due_at", "verification_attempts")
-        Endpoint.objects.filter(pk=self.pk).update(
-            **{name: getattr(self, name) for name in fields}, verification_error="", updated_at=timezone.now()
-        )
-        transaction.on_commit(lambda: signals.verification_requested.send(sender=Endpoint, endpoint=self), robust=True)
-        return True
 
     def _switch_key_kind(self):
         """After signature_scheme moved between shared secrets and ed25519: rotate in a key of the

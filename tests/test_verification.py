@@ -230,7 +230,9 @@ def test_an_operator_verifies_now_and_the_handshake_runs_at_once(celery_worker, 
     wait_until(lambda: Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.SUCCEEDED)
 
     # And the list shows the state, filterable by it
-    page = operator("endpoints.verify_endpoint").get(reverse("admin:endpoints_endpoint_changelist") + "?state=unverified")
+    page = operator("endpoints.verify_endpoint").get(
+        reverse("admin:endpoints_endpoint_changelist") + "?state=unverified"
+    )
     assert page.status_code == 200
     assert receiver.url("/hook") not in page.content.decode()
 

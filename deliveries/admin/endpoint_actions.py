@@ -52,7 +52,7 @@ class EndpointActions:
     def enable_endpoints(self, request: HttpRequest, queryset: QuerySet) -> None:
         enabled, already = 0, 0
         for endpoint in queryset:
-            if endpoint_state(endpoint) == EndpointState.ACTIVE:
+            if endpoint_state(endpoint) in (EndpointState.ACTIVE, EndpointState.UNVERIFIED):
                 already += 1
                 continue
             with transaction.atomic():

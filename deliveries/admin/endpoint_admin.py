@@ -195,8 +195,8 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
     def verification_display(self, endpoint: Endpoint) -> str:
         """The handshake's state: when verified, or why not yet and when it runs again."""
         status = endpoint.get_verification_status_display()
-        if endpoint.verification_status == VerificationStatus.VERIFIED and endpoint.verified_at:
-            status += f" at {timezone.localtime(endpoint.verified_at):%Y-%m-%d %H:%M}"
+        if endpoint.verified_at:
+            status += f" · handshake answered at {timezone.localtime(endpoint.verified_at):%Y-%m-%d %H:%M}"
         if endpoint.verification_status != VerificationStatus.UNVERIFIED:
             return status
         due = endpoint.verification_due_at
