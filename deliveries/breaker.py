@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from endpoints.app_settings import webhook_settings
-from endpoints.models import Endpoint
+from endpoints.models import Endpoint, VerificationStatus
 
 from .models import Delivery, DeliveryStatus
 
@@ -73,7 +73,8 @@ def release_after_pauses(now: datetime | None = None) -> int:
     while the breaker was closing would otherwise wait for the next failure)."""
     now = now or timezone.now()
     released = 0
-    active = Endpoint.objects.filter(is_active=True)
+    # Deliveries of an unverified endpoint wait for its handshake, not for the breaker.
+    active = Endpoint.objects.filter(is_active=True).exclude(verification_status=VerificationStatus.UNVERIFIED)
     for endpoint_id in active.filter(paused_until__lte=now).values_list("pk", flat=True):
         released += release_parked(endpoint_id, now, limit=1)
     closed_with_parked = (

@@ -80,6 +80,7 @@ ROUTES = {
     "deliveries.sweep_due": {"queue": MAINTENANCE_QUEUE},
     "deliveries.health_check": {"queue": MAINTENANCE_QUEUE},
     "deliveries.retention": {"queue": MAINTENANCE_QUEUE},
+    "deliveries.verify_endpoint": {"queue": MAINTENANCE_QUEUE},
 }
 
 # Every task of the pipeline is declared with these (see the module docstring for why).

@@ -20,6 +20,7 @@ from endpoints.app_settings import DEFAULTS, PREFIX, webhook_settings
 from . import catalog, hooks  # noqa: F401  (their system checks register on import)
 from .health import health_windows
 from .retry_policy import parse_schedule
+from .verification import schedule as verification_schedule
 
 # What each setting may be, where its default's type does not say it all.
 ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
@@ -76,6 +77,10 @@ def check_webhook_settings(app_configs, **kwargs):
             parse_schedule(webhook_settings.RETRY_SCHEDULE)
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), id="webhooks.E001"))
+    try:
+        verification_schedule()
+    except ImproperlyConfigured as exc:
+        errors.append(Error(str(exc), id="webhooks.E008"))
     try:
         health_windows()
     except ImproperlyConfigured as exc:

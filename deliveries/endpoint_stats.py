@@ -16,7 +16,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from endpoints.models import Endpoint
+from endpoints.models import Endpoint, VerificationStatus
 
 from .models import Delivery, DeliveryAttempt, DeliveryStatus
 from .retry_policy import Verdict
@@ -29,12 +29,16 @@ class EndpointState:
     ACTIVE = "active"
     PAUSED = "paused"  # circuit breaker open
     DISABLED = "disabled"
+    UNVERIFIED = "unverified"  # waiting for the verification handshake
 
 
 def endpoint_state(endpoint: Endpoint, now: datetime | None = None) -> str:
-    """active, paused (its circuit breaker is open) or disabled."""
+    """active, paused (its circuit breaker is open), unverified (its deliveries wait for the
+    verification handshake) or disabled."""
     if not endpoint.is_active:
         return EndpointState.DISABLED
+    if endpoint.verification_status == VerificationStatus.UNVERIFIED:
+        return EndpointState.UNVERIFIED
     if endpoint.paused_until is not None and endpoint.paused_until > (now or timezone.now()):
         return EndpointState.PAUSED
     return EndpointState.ACTIVE
@@ -44,10 +48,15 @@ def filter_by_state(queryset: QuerySet, state: str, now: datetime | None = None)
     now = now or timezone.now()
     if state == EndpointState.DISABLED:
         return queryset.filter(is_active=False)
+    unverified = Q(verification_status=VerificationStatus.UNVERIFIED)
+    if state == EndpointState.UNVERIFIED:
+        return queryset.filter(unverified, is_active=True)
     if state == EndpointState.PAUSED:
-        return queryset.filter(is_active=True, paused_until__gt=now)
+        return queryset.filter(is_active=True, paused_until__gt=now).exclude(unverified)
     if state == EndpointState.ACTIVE:
-        return queryset.filter(Q(paused_until__isnull=True) | Q(paused_until__lte=now), is_active=True)
+        return queryset.filter(Q(paused_until__isnull=True) | Q(paused_until__lte=now), is_active=True).exclude(
+            unverified
+        )
     return queryset
 
 

@@ -17,7 +17,7 @@ from .models import Delivery, Event
 ENDPOINT_FIELDS = tuple(
     field.attname
     for field in Endpoint._meta.concrete_fields
-    if field.attname in {"id", "tenant", "event_types", "paused_until", "consecutive_failures"}
+    if field.attname in {"id", "tenant", "event_types", "paused_until", "consecutive_failures", "verification_status"}
 )
 TENANT, EVENT_TYPES = ENDPOINT_FIELDS.index("tenant"), ENDPOINT_FIELDS.index("event_types")
 
@@ -71,9 +71,10 @@ def fan_out_events(event_ids: Iterable[str]) -> list[Delivery]:
         queued_until = now + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
         deliveries = Delivery.objects.bulk_create(
             [
-                # An endpoint paused by its circuit breaker gets its delivery parked, unsent.
+                # An endpoint paused by its circuit breaker, or awaiting verification, gets its
+                # delivery parked, unsent.
                 Delivery(event=event, endpoint=endpoint, next_attempt_at=now, queued_until=queued_until)
-                if endpoint.paused_until is None or endpoint.paused_until <= now
+                if (endpoint.paused_until is None or endpoint.paused_until <= now) and not endpoint.awaits_verification
                 else Delivery(event=event, endpoint=endpoint, next_attempt_at=None, queued_until=None)
                 for event in events
                 for endpoint in receivers[(event.tenant, event.type)]

@@ -95,7 +95,7 @@ def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp
 
 def park(delivery_ids: list[int], lease: datetime, reason: str) -> None:
     """Keep deliveries pending without a due time, spending no attempt: they wait for their
-    endpoint to be enabled again or for the circuit breaker to release them."""
+    endpoint to be enabled again, verified, or for the circuit breaker to release them."""
     Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
         next_attempt_at=None, locked_until=None, queued_until=None, updated_at=timezone.now()
     )
@@ -160,6 +160,10 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
     if not endpoint.is_active:
         # Kept, not failed: enabling the endpoint makes them due again (see receivers.py).
         park(ids, lease, f"endpoint {endpoint.pk} is disabled")
+        return
+    if endpoint.awaits_verification:
+        # Kept, not failed: a granted handshake or an operator's waiver makes them due (verification.py).
+        park(ids, lease, f"endpoint {endpoint.pk} has not answered the verification handshake")
         return
     probing = endpoint.paused_until is not None
     if not breaker.may_send(endpoint, timezone.now()):

@@ -34,13 +34,17 @@ class Due(NamedTuple):
     retry_lane: bool  # a retry, or its endpoint is failing
 
 
-def take_due(limit: int) -> list[Due]:
-    """Mark up to `limit` due, unclaimed, unqueued deliveries as queued and return them."""
+def take_due(limit: int, endpoint_id: int | None = None) -> list[Due]:
+    """Mark up to `limit` due, unclaimed, unqueued deliveries (of one endpoint, if given) as
+    queued and return them."""
     now = timezone.now()
+    pending = Delivery.objects.filter(status=DeliveryStatus.PENDING)
+    if endpoint_id is not None:
+        pending = pending.filter(endpoint_id=endpoint_id)
     with transaction.atomic():
         rows = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+            pending.select_for_update(skip_locked=True, of=("self",))
+            .filter(next_attempt_at__lte=now)
             .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
             .filter(Q(queued_until__isnull=True) | Q(queued_until__lt=now))
             .order_by("next_attempt_at")

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from endpoints.app_settings import webhook_settings
 
@@ -26,6 +27,7 @@ from .models import AttemptTrigger
 from .retention import retention_task  # noqa: F401  (registers deliveries.retention)
 from .sending import BatchResult, send_deliveries
 from .sweeper import Due, events_never_fanned_out, take_due
+from .verification import due_handshakes, verify_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -173,17 +175,53 @@ def sweep_due_task() -> dict[str, int]:
     except Exception:
         logger.exception("sweep: could not enqueue fan-out; the next sweep retries")
     released = release_after_pauses()
+    handshakes = enqueue_handshakes(due_handshakes())
     queued = 0
     for _ in range(20):  # at most 20 batches a run; the next run goes on
         due = take_due(batch_size)
         queued += enqueue_due(due)
         if len(due) < batch_size:
             break
-    if queued or events or released:
+    if queued or events or released or handshakes:
         logger.info(
-            "sweep: enqueued %s due deliveries, %s events to fan out; released %s parked", queued, len(events), released
+            "sweep: enqueued %s due deliveries, %s events to fan out, %s handshakes; released %s parked",
+            queued,
+            len(events),
+            handshakes,
+            released,
         )
-    return {"deliveries": queued, "events": len(events), "released": released}
+    result = {"deliveries": queued, "events": len(events), "released": released}
+    if handshakes:
+        result["handshakes"] = handshakes
+    return result
+
+
+def enqueue_handshakes(endpoint_ids: list[int], countdown: float | None = None) -> int:
+    """Publish the handshakes of these endpoints (deliveries.verify_endpoint); return how many.
+    A failed publish is logged: the endpoints stay due, and the sweep enqueues them again. A
+    handshake enqueued twice runs once (verification._claim)."""
+    sent = 0
+    try:
+        for endpoint_id in endpoint_ids:
+            verify_endpoint_task.apply_async((endpoint_id,), countdown=countdown)
+            sent += 1
+    except Exception:
+        logger.exception("could not enqueue the handshakes of endpoints %s; the sweep will retry", endpoint_ids)
+    return sent
+
+
+@shared_task(name="deliveries.verify_endpoint", **TASK_OPTIONS, **DATABASE_RETRY)
+def verify_endpoint_task(endpoint_id: int) -> bool | None:
+    """Run an unverified endpoint's handshake if it is due; a refused one runs again after its
+    wait: from here with a countdown when that is short, else from the sweep."""
+    result = verify_endpoint(endpoint_id)
+    if result is None:
+        return None
+    if result.retry_at is not None:
+        wait = (result.retry_at - timezone.now()).total_seconds()
+        if wait <= webhook_settings.MAX_COUNTDOWN:
+            enqueue_handshakes([endpoint_id], countdown=max(wait, 0))
+    return result.granted
 
 
 @shared_task(name="deliveries.health_check", **TASK_OPTIONS)

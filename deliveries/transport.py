@@ -329,6 +329,18 @@ def post(
     The URL is checked against the transport policy first; a refused URL is an error without
     any connection. `client_certificate` is presented to the receiver when given (mTLS).
     """
+    return request("POST", url, headers, body, client_certificate)
+
+
+def request(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    client_certificate: EndpointClientCertificate | None = None,
+) -> Result:
+    """`post()` for any method (the verification handshake sends OPTIONS): the same policy
+    check, SSRF guard, deadlines, response cap and no redirects."""
     refusal = refused_by_policy(url)
     if refusal is not None:
         return Result(error=refusal)
@@ -347,7 +359,7 @@ def post(
         # Prepared here and sent as is: Session.request() would merge cookies, proxies and
         # environment settings we never use, at a third of the client's CPU per request.
         prepared = requests.PreparedRequest()
-        prepared.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=body)
+        prepared.prepare(method=method, url=url, headers={**session.headers, **headers}, data=body)
         response = session.send(
             prepared,
             timeout=(connect_timeout, timeout),

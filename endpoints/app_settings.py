@@ -70,6 +70,10 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_FAILED_DAYS": 90.0,
     "RETENTION_BATCH_SIZE": 1000,
     "RETENTION_SCHEDULE": None,  # a Celery schedule (crontab, seconds); None: daily at 03:17 UTC
+    # Endpoint verification (deliveries/verification.py, README "Endpoint verification").
+    "VERIFY_API_ENDPOINTS": True,  # endpoints created through the customers' API must answer the handshake
+    "VERIFICATION_ORIGIN": "",  # WebHook-Request-Origin; empty: the first plain name in ALLOWED_HOSTS
+    "VERIFICATION_SCHEDULE": "60,300,900,3600,3600,3600,86400",  # seconds between handshakes; the last repeats
     # Host integration.
     "MODEL_HOOKS": {},  # "app_label.Model" -> hook (README "Model hooks")
     "EVENT_TYPES": {},  # event type -> {"description", "schema"}; empty accepts every type

@@ -39,6 +39,7 @@ from .validation import (
     validate_sensitive_header_names,
     validate_webhook_url,
 )
+from .verification_state import VerificationMixin, VerificationStatus
 
 __all__ = [
     "KEY_SWITCH_GRACE",
@@ -49,6 +50,7 @@ __all__ = [
     "EndpointSecret",
     "EndpointSecretQuerySet",
     "SignatureScheme",
+    "VerificationStatus",
     "generate_secret",
     "validate_secret",
 ]
@@ -62,7 +64,7 @@ SCHEME_ERRORS = {
 }
 
 
-class Endpoint(models.Model):
+class Endpoint(VerificationMixin, models.Model):
     """An HTTP URL that receives the events of one tenant whose types match its patterns.
 
     Creating one generates a signing secret (`endpoint.secret`) unless one is given with
@@ -73,6 +75,11 @@ class Endpoint(models.Model):
     scheme takes (endpoints/signature_formats.py). Changing signature_scheme between a
     shared-secret scheme and standard_ed25519 rotates in a key of the new kind
     (`key_switched_until` then says until when the older keys sign).
+
+    Verification (README "Endpoint verification"): an endpoint created with
+    `verification_status="unverified"`, or marked with `require_verification()`, receives
+    nothing until its URL answers the handshake; changing the URL of an endpoint under
+    verification (unverified, verified or waived) makes it unverified again.
     """
 
     url = models.CharField(max_length=2000, validators=[validate_webhook_url])
@@ -147,6 +154,20 @@ class Endpoint(models.Model):
     failing_since = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="First failure since the last success."
     )
+    # Verification (deliveries/verification.py): the handshake's state, its last outcome, and
+    # when it is due next (also the lease of the handshake in flight, as locked_until is for sends).
+    verification_status = models.CharField(
+        max_length=12,
+        choices=VerificationStatus.choices,
+        default=VerificationStatus.NOT_REQUIRED,
+        help_text="unverified: deliveries wait until the URL answers the handshake.",
+    )
+    verified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    verification_due_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the next handshake is due (unverified only)."
+    )
+    verification_attempts = models.PositiveIntegerField(default=0, editable=False)
+    verification_error = models.CharField(max_length=500, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -156,11 +177,18 @@ class Endpoint(models.Model):
             ("rotate_secret", "Can rotate endpoint signing secrets"),
             ("enable_disable_endpoint", "Can enable and disable endpoints"),
             ("send_test_event", "Can send test events to endpoints"),
+            ("verify_endpoint", "Can verify endpoints or waive their verification"),
         ]
         indexes = [
             models.Index(fields=["tenant", "is_active"], name="endpoint_tenant_active"),
             models.Index(fields=["paused_until"], condition=Q(paused_until__isnull=False), name="endpoint_paused"),
             models.Index(fields=["failing_since"], condition=Q(failing_since__isnull=False), name="endpoint_failing"),
+            # The sweep: handshakes due.
+            models.Index(
+                fields=["verification_due_at"],
+                condition=Q(verification_status="unverified"),
+                name="endpoint_unverified",
+            ),
         ]
 
     def __init__(self, *args, **kwargs):
@@ -177,13 +205,26 @@ class Endpoint(models.Model):
         self.headers, hidden = self._sealed_headers
         self.encrypted_headers = secret_box.encrypt(json.dumps(hidden)) if hidden else ""
         creating = self._state.adding
+        handshake = self._prepare_verification(creating)
         with transaction.atomic():
             super().save(*args, **kwargs)
+            self._loaded_url = self.url
+            if handshake:
+                transaction.on_commit(
+                    lambda: signals.verification_requested.send(sender=Endpoint, endpoint=self), robust=True
+                )
             if creating:
                 self.secrets.create(secret=self._initial_secret or generate_secret(self.signature_scheme))
                 self._initial_secret = None
             else:
                 self.key_switched_until = self._switch_key_kind()
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # To see in save() whether the URL changed (re-pointing needs a new handshake).
+        instance._loaded_url = instance.__dict__.get("url")
+        return instance
 
     def _switch_key_kind(self):
         """After signature_scheme moved between shared secrets and ed25519: rotate in a key of the

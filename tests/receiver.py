@@ -3,6 +3,11 @@
 `Receiver.script(path, [(500, {}, b""), (200, {}, b"ok")])` makes successive requests to
 `path` get those answers (the last one repeats). An answer may also be a callable taking the
 request handler, for stalls, trickled bodies and redirects.
+
+OPTIONS requests (the verification handshake) are recorded too, with `method="OPTIONS"`, and
+answered from their own script (`script_options`); unscripted, they get 405 without the
+grant header, as from a receiver that knows nothing of the handshake. `received()` and
+`wait_for()` count POSTs unless asked for another method.
 """
 
 import threading
@@ -18,6 +23,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     received_at: float  # time.time()
+    method: str = "POST"
 
 
 Answer = tuple[int, dict[str, str], bytes] | Callable[[BaseHTTPRequestHandler], None]
@@ -28,10 +34,16 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
 
     def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_OPTIONS(self) -> None:
+        self._answer("OPTIONS")
+
+    def _answer(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         receiver = self.server.receiver
-        request = ReceivedRequest(self.path, dict(self.headers.items()), body, time.time())
+        request = ReceivedRequest(self.path, dict(self.headers.items()), body, time.time(), method)
         answer = receiver._record(request)
         if callable(answer):
             answer(self)
@@ -61,6 +73,7 @@ class Receiver:
         self._cond = threading.Condition(self._lock)
         self.requests: list[ReceivedRequest] = []
         self._scripts: dict[str, list[Answer]] = {}
+        self._options_scripts: dict[str, list[Answer]] = {}
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -82,28 +95,46 @@ class Receiver:
         with self._lock:
             self._scripts[path] = list(answers)
 
+    def script_options(self, path: str, answers: list[Answer]) -> None:
+        """Answers to successive OPTIONS requests to `path` (the last one repeats)."""
+        with self._lock:
+            self._options_scripts[path] = list(answers)
+
     def _record(self, request: ReceivedRequest) -> Answer:
         with self._cond:
             self.requests.append(request)
             self._cond.notify_all()
-            answers = self._scripts.get(request.path)
+            if request.method == "OPTIONS":
+                answers = self._options_scripts.get(request.path)
+                default: Answer = (405, {"Allow": "POST"}, b"")
+            else:
+                answers = self._scripts.get(request.path)
+                default = (200, {}, b"ok")
             if not answers:
-                return (200, {}, b"ok")
+                return default
             return answers.pop(0) if len(answers) > 1 else answers[0]
 
-    def received(self, path: str | None = None) -> list[ReceivedRequest]:
-        with self._lock:
-            return [r for r in self.requests if path is None or r.path == path]
+    def _matching(self, path: str | None, method: str | None) -> list[ReceivedRequest]:
+        return [r for r in self.requests if (path is None or r.path == path) and (method is None or r.method == method)]
 
-    def wait_for(self, count: int, path: str | None = None, timeout: float = 15.0) -> list[ReceivedRequest]:
+    def received(self, path: str | None = None, method: str | None = "POST") -> list[ReceivedRequest]:
+        """The requests (to `path`) so far; POSTs only unless `method` says otherwise (None: all)."""
+        with self._lock:
+            return self._matching(path, method)
+
+    def wait_for(
+        self, count: int, path: str | None = None, timeout: float = 15.0, method: str | None = "POST"
+    ) -> list[ReceivedRequest]:
         """Wait until at least `count` requests (to `path`) arrived; fail the test if they do not."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                got = [r for r in self.requests if path is None or r.path == path]
+                got = self._matching(path, method)
                 if len(got) >= count:
                     return got
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"expected {count} requests to {path or 'any path'}, got {len(got)}")
+                    raise AssertionError(
+                        f"expected {count} {method or ''} requests to {path or 'any path'}, got {len(got)}"
+                    )
                 self._cond.wait(remaining)

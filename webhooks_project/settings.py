@@ -267,6 +267,11 @@ WEBHOOKS_RETENTION_SUCCEEDED_DAYS = env_float("WEBHOOKS_RETENTION_SUCCEEDED_DAYS
 WEBHOOKS_RETENTION_FAILED_DAYS = env_float("WEBHOOKS_RETENTION_FAILED_DAYS", 90)
 WEBHOOKS_RETENTION_BATCH_SIZE = env_int("WEBHOOKS_RETENTION_BATCH_SIZE", 1000)
 
+# Endpoint verification (README "Endpoint verification").
+WEBHOOKS_VERIFY_API_ENDPOINTS = env_bool("WEBHOOKS_VERIFY_API_ENDPOINTS", True)
+WEBHOOKS_VERIFICATION_ORIGIN = os.environ.get("WEBHOOKS_VERIFICATION_ORIGIN", "")
+WEBHOOKS_VERIFICATION_SCHEDULE = os.environ.get("WEBHOOKS_VERIFICATION_SCHEDULE", "60,300,900,3600,3600,3600,86400")
+
 # Model hooks and the event type catalog: Python dicts set here (not environment variables).
 WEBHOOKS_MODEL_HOOKS: dict = {}  # "app_label.Model" -> hook (README "Model hooks")
 WEBHOOKS_EVENT_TYPES: dict = {}  # event type -> {"description", "schema"}; empty accepts every type

@@ -1,5 +1,5 @@
-"""What an operator can do to endpoints: enable, disable, send a test event, rotate the
-signing secret, replay failures. Each action needs its permission (see EndpointAdmin) and
+"""What an operator can do to endpoints: enable, disable, verify or waive verification, send a
+test event, rotate the signing secret, replay failures. Each action needs its permission (see EndpointAdmin) and
 says what it did, or why it did not."""
 
 from datetime import timedelta
@@ -17,11 +17,13 @@ from endpoints.signature_formats import SCHEME_TRAITS
 
 from ..endpoint_stats import EndpointState, endpoint_state
 from ..operations import OperationRefused, replay_failed_since, send_test_event
+from ..verification import verify_endpoint, waive_verification
 from . import new_secrets
 from .common import action_form_page, ids_of, plural, record_in_history, user_may
 from .forms import DisableForm, ReplaySinceForm, RotateSecretForm
 
 MAX_ROTATIONS_AT_ONCE = 50
+MAX_HANDSHAKES_AT_ONCE = 10
 
 
 class EndpointActions:
@@ -41,13 +43,16 @@ class EndpointActions:
     def has_replay_delivery_permission(self, request: HttpRequest) -> bool:
         return user_may(request, "deliveries.replay_delivery")
 
+    def has_verify_endpoint_permission(self, request: HttpRequest) -> bool:
+        return user_may(request, "endpoints.verify_endpoint")
+
     # --- actions --------------------------------------------------------------------------
 
     @admin.action(description="Enable (and close the circuit breaker)", permissions=["enable_disable_endpoint"])
     def enable_endpoints(self, request: HttpRequest, queryset: QuerySet) -> None:
         enabled, already = 0, 0
         for endpoint in queryset:
-            if endpoint_state(endpoint) == EndpointState.ACTIVE:
+            if endpoint_state(endpoint) in (EndpointState.ACTIVE, EndpointState.UNVERIFIED):
                 already += 1
                 continue
             with transaction.atomic():
@@ -58,6 +63,51 @@ class EndpointActions:
         if already:
             text += f"; {plural(already, 'endpoint was', 'endpoints were')} already active"
         self.message_user(request, text + ".", messages.SUCCESS if enabled else messages.WARNING)
+
+    @admin.action(description="Verify now (run the handshake)", permissions=["verify_endpoint"])
+    def verify_endpoints(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.count()
+        if count > MAX_HANDSHAKES_AT_ONCE:
+            self.message_user(
+                request,
+                f"Not verified: {count} endpoints selected; verify at most {MAX_HANDSHAKES_AT_ONCE} at a time "
+                "(each handshake is an HTTP request made while this page waits).",
+                messages.ERROR,
+            )
+            return
+        granted, refused = [], []
+        for endpoint in queryset:
+            result = verify_endpoint(endpoint.pk, force=True)
+            if result is None:
+                continue
+            if result.granted:
+                granted.append(str(endpoint.pk))
+                record_in_history(request, Endpoint, [endpoint.pk], "Verified: the handshake was answered.")
+            else:
+                refused.append(f"endpoint {endpoint.pk}: {result.reason}")
+                record_in_history(request, Endpoint, [endpoint.pk], f"Handshake not answered: {result.reason}.")
+        if granted:
+            self.message_user(
+                request,
+                f"Verified endpoint {', '.join(granted)}; their waiting deliveries are being sent.",
+                messages.SUCCESS,
+            )
+        if refused:
+            self.message_user(request, "Not verified: " + "; ".join(refused) + ".", messages.WARNING)
+
+    @admin.action(description="Waive verification (send without the handshake)", permissions=["verify_endpoint"])
+    def waive_verifications(self, request: HttpRequest, queryset: QuerySet) -> None:
+        waived, other = 0, 0
+        for endpoint in queryset:
+            with transaction.atomic():
+                done = waive_verification(endpoint)
+                if done:
+                    record_in_history(request, Endpoint, [endpoint.pk], "Verification waived.")
+            waived, other = waived + done, other + (not done)
+        text = f"Verification waived for {plural(waived, 'endpoint')}; their waiting deliveries are being sent"
+        if other:
+            text += f"; {plural(other, 'endpoint was', 'endpoints were')} not awaiting verification"
+        self.message_user(request, text + ".", messages.SUCCESS if waived else messages.WARNING)
 
     @admin.action(description="Disable…", permissions=["enable_disable_endpoint"])
     def disable_endpoints(self, request: HttpRequest, queryset: QuerySet):

@@ -18,7 +18,7 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from endpoints.app_settings import webhook_settings
-from endpoints.models import Endpoint, SignatureScheme
+from endpoints.models import Endpoint, SignatureScheme, VerificationStatus
 from endpoints.signature_formats import DEFAULT_SIGNATURE_HEADER, SCHEME_TRAITS, SIGNATURE_PRESETS, matching_preset
 
 from ..endpoint_stats import (
@@ -83,7 +83,15 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
     search_help_text = "Part of the URL, tenant or description; or an endpoint id."
     ordering = ("-id",)
     list_per_page = 100
-    actions = ["enable_endpoints", "disable_endpoints", "send_test_events", "rotate_secrets", "replay_failed"]
+    actions = [
+        "enable_endpoints",
+        "disable_endpoints",
+        "verify_endpoints",
+        "waive_verifications",
+        "send_test_events",
+        "rotate_secrets",
+        "replay_failed",
+    ]
     change_list_template = "deliveries/admin/change_list.html"
     readonly_fields = (
         "state_display",
@@ -92,6 +100,7 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
         "consecutive_failures",
         "paused_until",
         "failing_since",
+        "verification_display",
         "secrets_summary",
         "signature_summary",
         "delivery_figures",
@@ -123,6 +132,7 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
                         "consecutive_failures",
                         "paused_until",
                         "failing_since",
+                        "verification_display",
                         "delivery_figures",
                     )
                 },
@@ -174,7 +184,31 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
                 f"{timezone.localtime(endpoint.paused_until):%H:%M:%S}",
                 endpoint.consecutive_failures,
             )
+        if state == EndpointState.UNVERIFIED:
+            return format_html(
+                '<span style="color:#b35c00">unverified</span><br><span class="quiet">deliveries wait for the '
+                "verification handshake</span>"
+            )
         return format_html('<span style="color:#2e7d32">{}</span>', "active")
+
+    @admin.display(description="verification")
+    def verification_display(self, endpoint: Endpoint) -> str:
+        """The handshake's state: when verified, or why not yet and when it runs again."""
+        status = endpoint.get_verification_status_display()
+        if endpoint.verified_at:
+            status += f" · handshake answered at {timezone.localtime(endpoint.verified_at):%Y-%m-%d %H:%M}"
+        if endpoint.verification_status != VerificationStatus.UNVERIFIED:
+            return status
+        due = endpoint.verification_due_at
+        return format_html(
+            "{} · {} handshake(s) so far{}{}",
+            status,
+            endpoint.verification_attempts,
+            f", next at {timezone.localtime(due):%Y-%m-%d %H:%M:%S}" if due else "",
+            format_html('<br><span class="quiet">{}</span>', endpoint.verification_error)
+            if endpoint.verification_error
+            else "",
+        )
 
     @admin.display(description=f"success {RATE_WINDOW.total_seconds() / 3600:g} h")
     def success_rate(self, endpoint: Endpoint) -> str:

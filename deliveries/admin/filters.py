@@ -115,6 +115,7 @@ class EndpointStateFilter(admin.SimpleListFilter):
         return [
             (EndpointState.ACTIVE, "Active"),
             (EndpointState.PAUSED, "Paused by circuit breaker"),
+            (EndpointState.UNVERIFIED, "Awaiting verification"),
             (EndpointState.DISABLED, "Disabled"),
         ]
 

@@ -32,7 +32,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--tenant", help="Only this tenant's endpoints.")
         parser.add_argument(
-            "--state", choices=[EndpointState.ACTIVE, EndpointState.PAUSED, EndpointState.DISABLED], help="Only these."
+            "--state",
+            choices=[EndpointState.ACTIVE, EndpointState.PAUSED, EndpointState.UNVERIFIED, EndpointState.DISABLED],
+            help="Only these.",
         )
         add_common_arguments(parser)
 
