@@ -14,6 +14,7 @@ from django.urls import reverse
 from deliveries import publish
 from deliveries.models import Delivery, DeliveryStatus
 from endpoints.models import Endpoint, VerificationStatus
+from tests.api_helpers import API, client_for
 from tests.conftest import wait_until
 from tests.operators import OPERATOR_PERMISSIONS, make_staff
 
@@ -274,3 +275,33 @@ def test_endpoints_created_the_existing_ways_need_no_handshake(celery_worker, re
     settings.WEBHOOKS_VERIFY_API_ENDPOINTS = False
     assert endpoint.require_verification() is False
     assert Endpoint.objects.get(pk=endpoint.pk).verification_status == VerificationStatus.NOT_REQUIRED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_created_or_repointed_through_the_api_waits_for_the_handshake(celery_worker, receiver):
+    # Given a customer of tenant "acme" and a receiver that does not answer the handshake yet
+    receiver.script_options("/hook", [(405, {}, b"")])
+    client = client_for("acme-alice")
+
+    # When the customer creates an endpoint through the API and an event is published for it
+    created = client.post(f"{API}endpoints/", {"url": receiver.url("/hook")}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["verification_status"] == "unverified"
+    event = publish("order.paid", {"order": 5}, tenant="acme")
+
+    # Then the handshake is asked for, and the delivery waits unsent
+    receiver.wait_for(1, "/hook", method="OPTIONS")
+    delivery = wait_until(lambda: parked(event), what="the delivery parked")
+    assert receiver.received("/hook") == []
+    assert_waiting(delivery)
+
+    # When the customer points it at a URL that grants the handshake
+    receiver.script_options("/granted", [GRANT])
+    changed = client.patch(f"{API}endpoints/{created.json()['id']}/", {"url": receiver.url("/granted")}, format="json")
+    assert changed.status_code == 200, changed.content
+
+    # Then the new URL is asked, verified, and the waiting delivery is sent there
+    receiver.wait_for(1, "/granted", method="OPTIONS")
+    [post] = receiver.wait_for(1, "/granted")
+    assert post.headers["webhook-id"] == event.webhook_id
+    assert Endpoint.objects.get(pk=created.json()["id"]).verification_status == VerificationStatus.VERIFIED

@@ -79,6 +79,8 @@ class EndpointList(TenantView):
             endpoint = Endpoint(tenant=self.tenant, **values)
             endpoint.save()
             set_active(endpoint, active)
+            # Deliveries wait until the URL answers the handshake (WEBHOOKS_VERIFY_API_ENDPOINTS).
+            endpoint.require_verification()
             secret = endpoint.secret
         data = EndpointSecretSerializer(
             {**_fields(endpoint), "secret": shown_secret(endpoint, secret), "key_switched_until": None}
@@ -123,10 +125,13 @@ class EndpointDetail(TenantView):
         active = values.pop("is_active", None)
         with transaction.atomic():
             endpoint = self.get_queryset().select_for_update().get(pk=self.get_object().pk)
+            old_url = endpoint.url
             for name in MODEL_FIELDS:
                 if name in values:
                     setattr(endpoint, name, values[name])
             endpoint.save()
+            if endpoint.url != old_url:
+                endpoint.require_verification()  # re-pointed through the API: the new URL must answer
             set_active(endpoint, active)
             switched = endpoint.key_switched_until
             # A change of scheme between shared secrets and ed25519 made a new key: show it now.

@@ -58,6 +58,11 @@ class EndpointDetailSerializer(EndpointSerializer):
     """One endpoint: also the public key receivers verify standard_ed25519 signatures with."""
 
     public_key = serializers.CharField(read_only=True, allow_null=True, help_text="standard_ed25519 only.")
+    verification_status = serializers.CharField(
+        read_only=True,
+        help_text="unverified: deliveries wait until the URL answers the webhook handshake (OPTIONS with "
+        "WebHook-Request-Origin); verified, waived or not_required: deliveries are sent.",
+    )
 
 
 class EndpointSecretSerializer(EndpointDetailSerializer):
