@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from ..models import AttemptTrigger, Delivery, DeliveryStatus
 from ..operations import retry_deliveries
+from .audit import record_change
 from .base import Conflict, TenantView, document
 from .event_views import event_pk
 from .serializers import DeliveryDetailSerializer, DeliverySerializer, RetrySerializer
@@ -97,5 +98,6 @@ class DeliveryRetry(TenantView):
         if not report.queued:
             reason = ", ".join(report.skipped) or "nothing to do"
             raise Conflict(f"Delivery {delivery.pk} was not retried: {reason}.")
+        record_change(request, Delivery, [delivery.pk], "Retried now (manual attempt).")
         detail = f"Delivery {delivery.pk} queued: attempt {delivery.attempt_count + 1} goes out within seconds."
         return Response(RetrySerializer({"queued": True, "detail": detail}).data, status=status.HTTP_202_ACCEPTED)

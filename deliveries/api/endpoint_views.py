@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from endpoints.models import Endpoint, SignatureScheme
 
+from .audit import ADDITION, DELETION, record_change
 from .base import Conflict, TenantView, document
 from .serializers import (
     EndpointDetailSerializer,
@@ -82,6 +83,7 @@ class EndpointList(TenantView):
             # Deliveries wait until the URL answers the handshake (WEBHOOKS_VERIFY_API_ENDPOINTS).
             endpoint.require_verification()
             secret = endpoint.secret
+            record_change(request, Endpoint, [endpoint.pk], "Created.", ADDITION)
         data = EndpointSecretSerializer(
             {**_fields(endpoint), "secret": shown_secret(endpoint, secret), "key_switched_until": None}
         ).data
@@ -136,6 +138,8 @@ class EndpointDetail(TenantView):
             switched = endpoint.key_switched_until
             # A change of scheme between shared secrets and ed25519 made a new key: show it now.
             secret = shown_secret(endpoint, endpoint.secret) if switched else None
+            changed = ", ".join(sorted(values)) + (", is_active" if active is not None else "")
+            record_change(request, Endpoint, [endpoint.pk], f"Changed {changed or 'nothing'}.")
         return Response(
             EndpointSecretSerializer({**_fields(endpoint), "secret": secret, "key_switched_until": switched}).data
         )
@@ -149,7 +153,9 @@ class EndpointDetail(TenantView):
                 f"Endpoint {endpoint.pk} has deliveries and cannot be deleted; disable it instead "
                 '(PATCH {"is_active": false}). Its deliveries are removed by retention.'
             )
-        endpoint.delete()
+        with transaction.atomic():
+            record_change(request, Endpoint, [endpoint.pk], "Deleted.", DELETION)
+            endpoint.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -171,6 +177,10 @@ class EndpointRotateSecret(TenantView):
         grace = timedelta(seconds=serializer.validated_data["grace_seconds"])
         endpoint = self.get_object()
         secret = endpoint.rotate_secret(grace=grace)
+        seconds = serializer.validated_data["grace_seconds"]
+        record_change(
+            request, Endpoint, [endpoint.pk], f"Rotated the signing secret; the old one signs {seconds} s more."
+        )
         data = {
             "secret": shown_secret(endpoint, secret),
             "public_key": endpoint.public_key,

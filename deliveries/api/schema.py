@@ -45,7 +45,7 @@ def document_errors(result: dict, generator, request, public) -> dict:
                 responses.setdefault("404", _error("No such object for this tenant."))
             if "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", [])):
                 responses.setdefault("400", _error("Invalid input: the fields in error.", "FieldErrors"))
-            if method == "delete" or route.endswith("/retry/"):
+            if method == "delete" or route.endswith(("/retry/", "/test-event/")):
                 responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
     return result
 
