@@ -1,6 +1,7 @@
 """What is sent: events, their deliveries to endpoints, and every attempt."""
 
 import uuid
+from datetime import timedelta
 
 from django.db import models
 from django.db.models import Q
@@ -157,3 +158,28 @@ class EndpointHealth(models.Model):
     def __str__(self) -> str:
         state = "unhealthy" if self.unhealthy else "healthy"
         return f"endpoint {self.endpoint_id} {state} over {self.window_seconds} s"
+
+
+class ApiIdempotencyKey(models.Model):
+    """The first answer to a POST of the customers' API sent with an `Idempotency-Key` header,
+    kept 24 hours (deliveries.api.idempotency) so a repeat gets it again instead of acting twice.
+
+    `response_body` is the JSON answer encrypted with endpoints.secret_box: an answer that shows
+    a signing secret once (create, rotate-secret) must not sit in the database in clear.
+    """
+
+    KEPT_FOR = timedelta(hours=24)
+
+    tenant = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    route = models.CharField(max_length=300, help_text="Method and path of the first request.")
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of the first request's route and body.")
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.TextField(help_text="The JSON answer, encrypted (endpoints.secret_box).")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="api_idempotency_unique_tenant_key")]
+
+    def __str__(self) -> str:
+        return f"{self.route} with Idempotency-Key {self.key!r} of tenant {self.tenant!r}"

@@ -1,4 +1,5 @@
-"""Retention: purge old deliveries, their attempts, events and expired secrets, in batches.
+"""Retention: purge old deliveries, their attempts, events, expired secrets and the API's
+Idempotency-Key answers older than 24 h, in batches.
 
 Runs daily from beat (`deliveries.retention`, maintenance queue) and on demand with
 `manage.py webhooks_retention [--report-only] [--json]`.
@@ -23,7 +24,7 @@ from endpoints.app_settings import webhook_settings
 from endpoints.models import EndpointSecret
 
 from .celery import TASK_OPTIONS
-from .models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from .models import ApiIdempotencyKey, Delivery, DeliveryAttempt, DeliveryStatus, Event
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class RetentionReport:
     attempts: int = 0
     events: int = 0
     expired_secrets: int = 0
+    idempotency_keys: int = 0
     report_only: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
@@ -76,6 +78,7 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     afterwards creates (and sends) a new event, so keys deduplicate only within that period.
     An expired secret goes unless it is the newest of its endpoint: every endpoint keeps at
     least one secret, and a live secret is never deleted.
+    The customers' API's Idempotency-Key answers go after 24 hours.
 
     With `report_only`, counts exactly what a run at the same `now` would delete and deletes
     nothing.
@@ -93,12 +96,14 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
         batch_size,
     )
     secrets = _delete_in_batches(lambda: _expired_secrets(cutoffs), EndpointSecret, batch_size)
+    keys = _delete_in_batches(lambda: _old_idempotency_keys(cutoffs), ApiIdempotencyKey, batch_size)
     return RetentionReport(
         succeeded_deliveries=succeeded,
         failed_deliveries=failed,
         attempts=succeeded_attempts + failed_attempts,
         events=events,
         expired_secrets=secrets,
+        idempotency_keys=keys,
     )
 
 
@@ -127,6 +132,11 @@ def _expired_secrets(cutoffs: Cutoffs) -> QuerySet:
     return EndpointSecret.objects.filter(expires_at__lte=cutoffs.now).filter(Exists(newer))
 
 
+def _old_idempotency_keys(cutoffs: Cutoffs) -> QuerySet:
+    # The API's Idempotency-Key answers are kept 24 hours (deliveries/api/idempotency.py).
+    return ApiIdempotencyKey.objects.filter(created_at__lt=cutoffs.now - ApiIdempotencyKey.KEPT_FOR)
+
+
 def _count_purgeable(cutoffs: Cutoffs) -> RetentionReport:
     purgeable = _purgeable_deliveries(cutoffs)
     kept = Delivery.objects.filter(event_id=OuterRef("pk")).exclude(purgeable)
@@ -137,6 +147,7 @@ def _count_purgeable(cutoffs: Cutoffs) -> RetentionReport:
         # Events the delivery purge leaves without deliveries count too: a real run deletes them.
         events=_old_events(cutoffs).filter(~Exists(kept)).count(),
         expired_secrets=_expired_secrets(cutoffs).count(),
+        idempotency_keys=_old_idempotency_keys(cutoffs).count(),
         report_only=True,
     )
 

@@ -299,6 +299,7 @@ def test_command_json_output_parses_and_matches_what_was_deleted(make_delivery):
         "attempts": 5,
         "events": 1,  # the 91-day-old one; the 31-day-old event is within the event period
         "expired_secrets": 0,
+        "idempotency_keys": 0,
         "report_only": False,
     }
     assert not Delivery.objects.exists()
@@ -329,6 +330,7 @@ def test_task_purges_and_returns_the_counts(make_delivery, caplog):
         "attempts": 1,
         "events": 0,
         "expired_secrets": 0,
+        "idempotency_keys": 0,
         "report_only": False,
     }
     [line] = [r.getMessage() for r in caplog.records if r.name == "deliveries.retention"]

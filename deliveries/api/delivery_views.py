@@ -16,6 +16,7 @@ from ..operations import retry_deliveries
 from .audit import record_change
 from .base import Conflict, TenantView, document
 from .event_views import event_pk
+from .idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from .serializers import DeliveryDetailSerializer, DeliverySerializer, RetrySerializer
 
 # The columns a list row shows (the payload and the rest of the event are not read).
@@ -91,7 +92,13 @@ class DeliveryRetry(TenantView):
     def get_queryset(self):
         return Delivery.objects.filter(endpoint__tenant=self.tenant).only("pk", "attempt_count")
 
-    @document(summary="Retry a delivery now (a manual attempt)", request=None, responses={202: RetrySerializer})
+    @document(
+        summary="Retry a delivery now (a manual attempt)",
+        request=None,
+        responses={202: RetrySerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    @idempotent
     def post(self, request, pk):
         delivery = self.get_object()
         report = retry_deliveries([delivery.pk], AttemptTrigger.MANUAL)

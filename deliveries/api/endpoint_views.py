@@ -15,6 +15,7 @@ from endpoints.models import Endpoint, SignatureScheme
 
 from .audit import ADDITION, DELETION, record_change
 from .base import Conflict, TenantView, document
+from .idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from .serializers import (
     EndpointDetailSerializer,
     EndpointSecretSerializer,
@@ -70,7 +71,13 @@ class EndpointList(TenantView):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(EndpointSerializer(page, many=True).data)
 
-    @document(summary="Create an endpoint", request=EndpointSerializer, responses={201: EndpointSecretSerializer})
+    @document(
+        summary="Create an endpoint",
+        request=EndpointSerializer,
+        responses={201: EndpointSecretSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    @idempotent
     def post(self, request):
         serializer = EndpointSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -170,7 +177,13 @@ class EndpointRotateSecret(TenantView):
     def get_queryset(self):
         return self.tenant_queryset()
 
-    @document(summary="Rotate the signing secret", request=RotateSecretSerializer, responses=RotatedSecretSerializer)
+    @document(
+        summary="Rotate the signing secret",
+        request=RotateSecretSerializer,
+        responses=RotatedSecretSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    @idempotent
     def post(self, request, pk):
         serializer = RotateSecretSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -18,6 +18,7 @@ from ..health import health_windows
 from ..operations import OperationRefused, replay_failed_since, send_test_event
 from .audit import record_change
 from .base import Conflict, TenantView, document
+from .idempotency import IDEMPOTENCY_PARAMETER, idempotent
 
 
 class TestEventSerializer(serializers.Serializer):
@@ -81,7 +82,9 @@ class EndpointTestEvent(EndpointOperation):
         summary="Send a test event (webhook.test) to this endpoint",
         request=None,
         responses={202: TestEventSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
     )
+    @idempotent
     def post(self, request, pk):
         endpoint = self.get_object()
         try:
@@ -108,7 +111,9 @@ class EndpointReplay(EndpointOperation):
         summary="Replay the deliveries of this endpoint that failed since a time",
         request=ReplaySerializer,
         responses={202: ReplayReportSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
     )
+    @idempotent
     def post(self, request, pk):
         endpoint = self.get_object()
         serializer = ReplaySerializer(data=request.data)
