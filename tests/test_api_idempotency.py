@@ -153,3 +153,18 @@ def test_retention_drops_keys_older_than_24_hours():
     # and an expired key is a new request again
     assert post(acme, "endpoints/", NEW_ENDPOINT, key="old").status_code == 201
     assert Endpoint.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_the_schema_documents_the_header_and_its_answers():
+    paths = client_for("acme-alice").get(API + "schema/", HTTP_ACCEPT="application/json").json()["paths"]
+
+    for route in (
+        "endpoints/",
+        "endpoints/{id}/rotate-secret/",
+        "endpoints/{id}/test-event/",
+        "deliveries/{id}/retry/",
+    ):
+        operation = paths[API + route]["post"]
+        assert "Idempotency-Key" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}, route
+        assert {"400", "422"} <= set(operation["responses"]), route

@@ -43,8 +43,11 @@ def document_errors(result: dict, generator, request, public) -> dict:
             )
             if "{" in route:
                 responses.setdefault("404", _error("No such object for this tenant."))
-            if "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", [])):
+            parameters = operation.get("parameters", [])
+            if "requestBody" in operation or any(p["in"] in ("query", "header") for p in parameters):
                 responses.setdefault("400", _error("Invalid input: the fields in error.", "FieldErrors"))
+            if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters):
+                responses.setdefault("422", _error("The Idempotency-Key was used for another request."))
             if method == "delete" or route.endswith(("/retry/", "/test-event/")):
                 responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
     return result
