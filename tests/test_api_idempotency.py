@@ -167,4 +167,17 @@ def test_the_schema_documents_the_header_and_its_answers():
     ):
         operation = paths[API + route]["post"]
         assert "Idempotency-Key" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}, route
-        assert {"400", "422"} <= set(operation["responses"]), route
+        assert {"400", "409", "422"} <= set(operation["responses"]), route
+
+
+@pytest.mark.django_db
+def test_an_answer_stored_under_a_key_since_removed_is_a_409_not_a_second_create():
+    acme = client_for("acme-alice")
+    post(acme, "endpoints/", NEW_ENDPOINT)
+    ApiIdempotencyKey.objects.update(response_body="gAAAAAB-a-token-under-a-removed-key")
+
+    again = post(acme, "endpoints/", NEW_ENDPOINT)
+
+    assert again.status_code == 409
+    assert "its answer can no longer be read" in again.json()["detail"]
+    assert Endpoint.objects.count() == 1

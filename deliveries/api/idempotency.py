@@ -28,6 +28,7 @@ from rest_framework.response import Response
 from endpoints import secret_box
 
 from ..models import ApiIdempotencyKey
+from .base import Conflict
 
 HEADER = "Idempotency-Key"
 KEPT_FOR = ApiIdempotencyKey.KEPT_FOR
@@ -61,7 +62,14 @@ def _replay(row: ApiIdempotencyKey, route: str, fingerprint: str) -> Response:
             f"{HEADER} {row.key!r} was already used for another request ({row.route}, or another body) "
             "within the last 24 hours; send a new key for a new request."
         )
-    body = json.loads(secret_box.decrypt(row.response_body, what="a stored API answer"))
+    try:
+        body = json.loads(secret_box.decrypt(row.response_body, what="a stored API answer"))
+    except secret_box.SecretKeyError:
+        # WEBHOOKS_SECRET_KEYS lost the key it was stored under: done once, but not showable again.
+        raise Conflict(
+            f"The request with {HEADER} {row.key!r} was done, but its answer can no longer be read (the "
+            "WEBHOOKS_SECRET_KEYS changed); read the object instead, or send a new key for a new request."
+        ) from None
     response = Response(body, status=row.response_status)
     response["Idempotent-Replayed"] = "true"
     return response

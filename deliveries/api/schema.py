@@ -48,6 +48,7 @@ def document_errors(result: dict, generator, request, public) -> dict:
                 responses.setdefault("400", _error("Invalid input: the fields in error.", "FieldErrors"))
             if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters):
                 responses.setdefault("422", _error("The Idempotency-Key was used for another request."))
+                responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
             if method == "delete" or route.endswith(("/retry/", "/test-event/")):
                 responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
     return result
