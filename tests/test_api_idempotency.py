@@ -135,6 +135,7 @@ def test_two_identical_requests_at_once_create_one_endpoint():
 
     assert [a.status_code for a in answers] == [201, 201]
     assert answers[0].json() == answers[1].json()
+    assert sum("Idempotent-Replayed" in answer for answer in answers) == 1
     assert Endpoint.objects.count() == 1
 
 
