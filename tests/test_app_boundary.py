@@ -50,3 +50,29 @@ def test_the_demo_and_the_benchmark_are_commands_of_the_dev_only_app():
     assert commands["webhooks_demo"] == "bench"
     assert commands["webhooks_bench"] == "bench"
     assert not list((ROOT / "deliveries").rglob("*demo*")) and not list((ROOT / "deliveries").rglob("*bench*"))
+
+
+def imports_the_api(path: Path) -> bool:
+    """Whether a module of the apps imports deliveries.api (absolutely or relatively)."""
+    in_deliveries = path.parent == ROOT / "deliveries"
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import) and any(a.name.startswith("deliveries.api") for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and (module == "deliveries.api" or module.startswith("deliveries.api.")):
+                return True
+            if node.level == 1 and in_deliveries and (module.split(".")[0] == "api" or not module):
+                if module or any(alias.name == "api" for alias in node.names):
+                    return True
+    return False
+
+
+def test_hosts_without_django_rest_framework_never_import_it():
+    # The API is an optional extra: only deliveries/api (reached from the host's urls.py, never
+    # from apps.py, models or tasks) imports DRF and drf-spectacular.
+    api = ROOT / "deliveries" / "api"
+    outside = [path for app in APPS for path in modules_of(app) if api not in path.parents]
+    drf = {str(p.relative_to(ROOT)) for p in outside if imported_packages(p) & {"rest_framework", "drf_spectacular"}}
+    assert drf == set()
+    assert {str(p.relative_to(ROOT)) for p in outside if imports_the_api(p)} == set()

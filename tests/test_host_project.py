@@ -73,7 +73,7 @@ def host_venv(tmp_path_factory, built_wheel: Path) -> Path:
     venv = tmp_path_factory.mktemp("host") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", f"{built_wheel}[postgres]"],
+        [str(venv / "bin" / "pip"), "install", "--quiet", f"{built_wheel}[postgres,api]"],
         check=True,
         timeout=600,
     )
@@ -182,6 +182,10 @@ def test_a_host_project_installs_the_wheel_and_delivers_signed_webhooks(host_ven
         # and the host's admin shows the webhook screens
         assert result["admin"] == dict.fromkeys(result["admin"], 200)
         assert result["admin_lists_endpoint"]
+
+        # and its customer lists the events through the API mounted in the host's urls
+        assert result["api"]["events"] == 200 and result["api"]["schema"] == 200
+        assert set(result["api"]["event_types"]) == {"order.created", "shop.ping"}
 
         # and beat wrote the pipeline's jobs into django-celery-beat's tables by itself
         jobs = {"webhooks-sweep-due", "webhooks-health", "webhooks-retention"}

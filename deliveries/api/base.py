@@ -36,7 +36,30 @@ def api_exception_handler(exc, context):
         else:
             detail = {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
         exc = exceptions.ValidationError(detail)
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.ValidationError):
+        response.data = field_errors(response.data)
+    return response
+
+
+def field_errors(detail) -> dict:
+    """DRF's validation detail in the one documented form, `{field: [message, ...]}`: errors of a
+    list item or dict key (DRF nests them, `{"event_types": {"4": [...]}}`) become messages
+    naming the item ("item 4: ..."), a bare list of messages goes under non_field_errors."""
+    if not isinstance(detail, dict):
+        return {api_settings.NON_FIELD_ERRORS_KEY: list(_messages(detail))}
+    return {field: list(_messages(value)) for field, value in detail.items()}
+
+
+def _messages(value, where: str = ""):
+    if isinstance(value, dict):
+        for key, nested in value.items():
+            yield from _messages(nested, f"{where}{f'item {key}' if isinstance(key, int) else key}: ")
+    elif isinstance(value, list):
+        for nested in value:
+            yield from _messages(nested, where)
+    else:
+        yield f"{where}{value}"
 
 
 def host_authenticators() -> list:
@@ -83,6 +106,13 @@ class TenantView(GenericAPIView):
 
     def get_authenticators(self):
         return host_authenticators()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # PostgreSQL text cannot hold NUL: a filter naming one would fail in the database (500).
+        for name, values in request.query_params.lists():
+            if any("\x00" in value for value in values):
+                raise exceptions.ValidationError({name: ["Null characters are not allowed."]})
 
     def cursor_queryset(self):
         """Where `?after=` ids are looked up: the tenant's rows, unfiltered."""

@@ -4,6 +4,7 @@
 last event it processed, oldest first, so a gap (a webhook that never arrived) shows.
 """
 
+import datetime
 import uuid
 
 from django.db.models import Prefetch
@@ -38,9 +39,11 @@ def query_time(request, name: str):
         return None
     try:
         value = parse_datetime(text.replace(" ", "+"))  # an unescaped + in a query string reads as a space
-    except ValueError:
+        # In UTC: PostgreSQL refuses offsets beyond 15:59 that Python accepts (up to 23:59).
+        value = value.astimezone(datetime.UTC) if value and value.tzinfo else None
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 is before year 1 in UTC
         value = None
-    if value is None or value.tzinfo is None:
+    if value is None:
         raise ValidationError({name: ["Use an ISO 8601 time with its offset, e.g. 2026-01-31T12:00:00Z."]})
     return value
 

@@ -22,11 +22,15 @@ ERROR_SCHEMAS = {
     },
 }
 
+# The values Django's <int:...> and <str:...> path converters match.
+PATH_CONVERTERS = {"integer": {"minimum": 0}, "string": {"pattern": "^[^/]+$"}}
 
-def _error(description: str, schema: str = "Error") -> dict:
+
+def _error(description: str, *schemas: str) -> dict:
+    refs = [{"$ref": f"#/components/schemas/{schema}"} for schema in schemas or ["Error"]]
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        "content": {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}},
     }
 
 
@@ -37,6 +41,10 @@ def document_errors(result: dict, generator, request, public) -> dict:
     for route, operations in result["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    # What the route's converter matches; anything else is the host's 404 page.
+                    parameter["schema"].update(PATH_CONVERTERS[parameter["schema"]["type"]])
             responses.setdefault("401", _error("Not authenticated (as the host's authentication answers)."))
             responses.setdefault(
                 "403", _error("Not authenticated, no tenant for this request, or the API not enabled.")
@@ -45,7 +53,10 @@ def document_errors(result: dict, generator, request, public) -> dict:
                 responses.setdefault("404", _error("No such object for this tenant."))
             parameters = operation.get("parameters", [])
             if "requestBody" in operation or any(p["in"] in ("query", "header") for p in parameters):
-                responses.setdefault("400", _error("Invalid input: the fields in error.", "FieldErrors"))
+                responses.setdefault(
+                    "400",
+                    _error("Invalid input: the fields in error, or a body that is not JSON.", "FieldErrors", "Error"),
+                )
             if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters):
                 responses.setdefault("422", _error("The Idempotency-Key was used for another request."))
                 responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))

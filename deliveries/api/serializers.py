@@ -49,7 +49,7 @@ class EndpointSerializer(serializers.Serializer):
         required=False, help_text="false disables the endpoint; true enables it; absent: unchanged (new: true)."
     )
     disabled_reason = serializers.CharField(read_only=True)
-    disabled_at = serializers.DateTimeField(read_only=True)
+    disabled_at = serializers.DateTimeField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 

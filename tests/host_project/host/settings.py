@@ -20,6 +20,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "rest_framework",  # the webhooks API for the shop's customers (the [api] extra)
+    "drf_spectacular",
     "endpoints",
     "deliveries",
     "shop",
@@ -64,3 +66,4 @@ WEBHOOKS_SECRET_KEYS = [os.environ["HOST_SECRET_KEY"]]
 WEBHOOKS_ALLOW_PRIVATE_NETWORKS = True  # its receiver listens on 127.0.0.1
 WEBHOOKS_ALLOW_HTTP = True
 WEBHOOKS_MODEL_HOOKS = {"shop.Order": {"events": {"created": "order.created"}, "tenant": "account"}}
+WEBHOOKS_API_TENANT = "shop.webhooks.tenant_for_request"

@@ -30,6 +30,15 @@ def run(receiver_url: str) -> None:
         path: client.get(path).status_code
         for path in ("/admin/", "/admin/endpoints/endpoint/", "/admin/deliveries/delivery/", "/admin/deliveries/event/")
     }
+    # A customer of the shop reads its events through the webhooks API (WEBHOOKS_API_TENANT).
+    customer = Client()
+    customer.force_login(get_user_model().objects.create_user("alice", password="pw"))
+    listed = customer.get("/api/webhooks/events/")
+    api = {
+        "events": listed.status_code,
+        "event_types": [event["type"] for event in listed.json()["data"]] if listed.status_code == 200 else [],
+        "schema": customer.get("/api/webhooks/schema/").status_code,
+    }
     print(
         json.dumps(
             {
@@ -38,6 +47,7 @@ def run(receiver_url: str) -> None:
                 "event": event.webhook_id,
                 "admin": pages,
                 "admin_lists_endpoint": receiver_url in client.get("/admin/endpoints/endpoint/").content.decode(),
+                "api": api,
                 "packages": [deliveries.__file__, endpoints.__file__],
             }
         )
