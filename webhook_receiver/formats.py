@@ -220,6 +220,16 @@ def _verify_standard(
     raise InvalidSignatureError(inputs.no_match_message(WEBHOOK_SIGNATURE, len(candidates), len(secrets), malformed))
 
 
+def _signature_and_id(headers: Mapping[str, str], name: str) -> tuple[str, str | None]:
+    """The X-Webhook formats' signature header `name` (required) and X-Webhook-Id (optional:
+    the id signed in the body is the one that counts, see _signed_id)."""
+    found = inputs.find_headers(headers, (X_WEBHOOK_ID, name))
+    if not found.get(name):
+        raise MissingHeaderError(f"missing {name} header")
+    header_id = inputs.webhook_id(found[X_WEBHOOK_ID], X_WEBHOOK_ID) if found.get(X_WEBHOOK_ID) else None
+    return found[name], header_id
+
+
 def _verify_timestamped_hex(
     secrets: list[str],
     headers: Mapping[str, str],
@@ -229,11 +239,8 @@ def _verify_timestamped_hex(
     form: SignatureFormat,
 ) -> VerifiedWebhook:
     name = form.header
-    found = inputs.find_headers(headers, (X_WEBHOOK_ID, name))
-    if not found.get(name):
-        raise MissingHeaderError(f"missing {name} header")
-    header_id = inputs.webhook_id(found[X_WEBHOOK_ID], X_WEBHOOK_ID) if found.get(X_WEBHOOK_ID) else None
-    entries = inputs.entries(found[name], name, _COMMA_RE)
+    signature, header_id = _signature_and_id(headers, name)
+    entries = inputs.entries(signature, name, _COMMA_RE)
 
     raw_timestamp: str | None = None
     candidates: list[bytes] = []
@@ -292,11 +299,8 @@ def _verify_body_hmac(
 ) -> VerifiedWebhook:
     # No timestamp is signed: `tolerance` and `now` have nothing to check (module docstring).
     name = form.header
-    found = inputs.find_headers(headers, (X_WEBHOOK_ID, name))
-    if not found.get(name):
-        raise MissingHeaderError(f"missing {name} header")
-    header_id = inputs.webhook_id(found[X_WEBHOOK_ID], X_WEBHOOK_ID) if found.get(X_WEBHOOK_ID) else None
-    value = inputs.signature_value(found[name], name)
+    signature, header_id = _signature_and_id(headers, name)
+    value = inputs.signature_value(signature, name)
     if not value.startswith(form.prefix):
         raise InvalidSignatureError(f"{name} does not start with {form.prefix!r}")
     signature = DECODERS[form.encoding](value[len(form.prefix) :])
