@@ -23,9 +23,7 @@ from django.db.models import Max
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
-from endpoints.app_settings import webhook_settings
-
-from . import breaker, signals, transport
+from . import breaker, ordering, scheduling, signals, transport
 from .metrics import observe_attempt
 from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
 from .redaction import capped_headers, clean_text, redact_headers, scrub, scrubbed_values
@@ -106,21 +104,19 @@ def assess(
         verdict = Verdict.FAILED if error.error_class in transport.NOT_RETRYABLE_ERRORS else Verdict.RETRY
         last_error = f"{error.error_class}: {error.message}"
 
-    next_attempt_at = queued_until = retry_at = None
+    delay = None
     if verdict == Verdict.RETRY:
         delay = policy.delay_after(number, retry_after)
         if delay is None:
             verdict = Verdict.FAILED
             last_error = f"{last_error} (gave up after {number} attempts)"
-        else:
-            next_attempt_at = now + timedelta(seconds=delay)
-            if delay <= webhook_settings.MAX_COUNTDOWN:
-                retry_at = next_attempt_at
-                queued_until = next_attempt_at + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
     status = {
         Verdict.SUCCEEDED: DeliveryStatus.SUCCEEDED,
         Verdict.RETRY: DeliveryStatus.PENDING,
     }.get(verdict, DeliveryStatus.FAILED)
+    state = scheduling.after_attempt(status, now, delay)
+    # A countdown message for a soon retry (its queued_until is set); a later one waits for the sweep.
+    retry_at = state.next_attempt_at if state.queued_until is not None else None
     row = DeliveryAttempt(
         delivery=delivery,
         number=number,
@@ -137,11 +133,8 @@ def assess(
         body_sha256=hashlib.sha256(body).hexdigest(),
     )
     changes = {
-        "status": status,
+        **state.fields(),
         "attempt_count": number,
-        "next_attempt_at": next_attempt_at,
-        "locked_until": None,
-        "queued_until": queued_until,
         "last_status_code": response.status if response else None,
         "last_error": clean_text(last_error)[:1000],
     }
@@ -261,11 +254,10 @@ def _write(made: list[AssessedAttempt], lease: datetime) -> set[int]:
             if attempt.delivery.pk in held:
                 same.setdefault(tuple(attempt.changes.items()), []).append(attempt.delivery.pk)
         for changes, delivery_ids in same.items():
-            updated = Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
-                **dict(changes), updated_at=now
-            )
+            updated = scheduling.settle(delivery_ids, lease, dict(changes), now)
             if len(made) == 1 and not updated:
                 held = set()
+        ordering.advance(ordering.finished_chains((a.delivery, a.status) for a in made if a.delivery.pk in held))
         failures = sum(attempt.verdict != Verdict.SUCCEEDED for attempt in made)
         if failures < len(made):
             breaker.record_success(endpoint, now)

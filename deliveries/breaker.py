@@ -10,7 +10,7 @@ closes the breaker and releases every parked delivery; a failure opens it again.
 
 from datetime import datetime, timedelta
 
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint, VerificationStatus
 
 from .models import Delivery, DeliveryStatus
+from .scheduling import ENDPOINT_REASONS, unpark
 
 
 def cooldown() -> timedelta:
@@ -59,12 +60,7 @@ def record_success(endpoint: Endpoint, now: datetime) -> None:
 
 def release_parked(endpoint_id: int, now: datetime, limit: int | None = None) -> int:
     """Make parked deliveries of an active endpoint due now (all, or the `limit` oldest)."""
-    parked = Delivery.objects.filter(
-        endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__isnull=True
-    ).order_by("id")
-    if limit is not None:
-        parked = Delivery.objects.filter(pk__in=list(parked.values_list("pk", flat=True)[:limit]))
-    return parked.update(next_attempt_at=now, queued_until=None)
+    return unpark(Delivery.objects.filter(endpoint_id=endpoint_id), now, limit=limit)
 
 
 def release_after_pauses(now: datetime | None = None) -> int:
@@ -79,7 +75,11 @@ def release_after_pauses(now: datetime | None = None) -> int:
         released += release_parked(endpoint_id, now, limit=1)
     closed_with_parked = (
         active.filter(paused_until__isnull=True)
-        .filter(Q(deliveries__status=DeliveryStatus.PENDING) & Q(deliveries__next_attempt_at__isnull=True))
+        .filter(
+            deliveries__status=DeliveryStatus.PENDING,
+            deliveries__next_attempt_at__isnull=True,
+            deliveries__parked_reason__in=ENDPOINT_REASONS,
+        )
         .values_list("pk", flat=True)
         .distinct()
     )

@@ -9,6 +9,7 @@ Configured in settings,
             "filter": "shop.webhooks.is_visible",  # optional: (instance, action) -> bool
             "tenant": "account_id",  # optional: attribute name, or dotted path of (instance) -> str
             "coalesce": True,  # optional, default True
+            "ordering_key": True,  # optional: True (one key per object), False, or like "tenant"
         },
     }
 
@@ -34,6 +35,7 @@ only `deleted`. Savepoints are honoured: what an inner `atomic()` that rolls bac
 forgotten, exactly as Django forgets its `on_commit` callbacks (deliveries/coalescing.py).
 """
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,7 +58,7 @@ from .model_payloads import serialize_instance
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("created", "updated", "deleted")
-SPEC_KEYS = frozenset({"events", "serializer", "filter", "tenant", "coalesce"})
+SPEC_KEYS = frozenset({"events", "serializer", "filter", "tenant", "coalesce", "ordering_key"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ModelHook:
     tenant: Callable[[models.Model], str] | str | None = None
     coalesce: bool = True
     from_settings: bool = False
+    ordering_key: Callable[[models.Model], str | None] | str | bool = True
 
     def payload(self, instance: models.Model) -> dict:
         return _resolve(self.serializer)(instance) if self.serializer else serialize_instance(instance)
@@ -80,15 +83,34 @@ class ModelHook:
         return self.filter is None or bool(_resolve(self.filter)(instance, action))
 
     def tenant_of(self, instance: models.Model) -> str:
-        spec = self.tenant
-        if spec is None:
-            return ""
-        if callable(spec) or "." in spec:
-            value = _resolve(spec)(instance)
-        else:
-            value = getattr(instance, spec)
-            value = value() if callable(value) else value
+        value = _value_of(self.tenant, instance)
         return "" if value is None else str(value)
+
+    def ordering_key_of(self, instance: models.Model) -> str | None:
+        """The event's ordering key: by default one per object (its saves and delete reach
+        each endpoint in order), e.g. `shop.order:7`; None with `ordering_key=False`."""
+        from .publishing import ordering_key_error
+
+        spec = self.ordering_key
+        if spec is False:
+            return None
+        if spec is True:
+            pk = str(instance.pk)
+            if ordering_key_error(pk) or len(pk) > 100:  # a key is printable ASCII, sent in a header
+                pk = hashlib.sha256(pk.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+            return f"{self.model._meta.label_lower}:{pk}"
+        value = _value_of(spec, instance)
+        return None if value is None else str(value)
+
+
+def _value_of(spec: Callable | str | None, instance: models.Model):
+    """A value of `instance` named by a callable, a dotted path of one, or an attribute name."""
+    if spec is None:
+        return None
+    if callable(spec) or "." in spec:
+        return _resolve(spec)(instance)
+    value = getattr(instance, spec)
+    return value() if callable(value) else value
 
 
 _hooks: dict[type[models.Model], ModelHook] = {}
@@ -105,6 +127,7 @@ def register_model_hook(
     filter: Callable[[models.Model, str], bool] | str | None = None,
     tenant: Callable[[models.Model], str] | str | None = None,
     coalesce: bool = True,
+    ordering_key: Callable[[models.Model], str | None] | str | bool = True,
 ):
     """Publish `created` / `updated` / `deleted` events when instances of `model` are saved or
     deleted (only the actions given an event type). Without `model`, a class decorator.
@@ -113,7 +136,9 @@ def register_model_hook(
     `filter(instance, action) -> bool` returning False sends nothing for that save or delete;
     `tenant` is an attribute name, or a callable / dotted path of `(instance) -> str`;
     `coalesce` (default True) folds several saves of one object in one transaction into one
-    event. A model has at most one hook; registering it twice raises ImproperlyConfigured.
+    event; `ordering_key` (default True: one key per object, so its events reach each endpoint
+    in order) is False, or names the key like `tenant` does. A model has at most one hook;
+    registering it twice raises ImproperlyConfigured.
     """
     events = {action: name for action, name in zip(ACTIONS, (created, updated, deleted), strict=True) if name}
 
@@ -126,7 +151,9 @@ def register_model_hook(
             )
         if model_class in _hooks:
             raise ImproperlyConfigured(f"{model_class._meta.label} already has a webhook model hook")
-        _connect(ModelHook(model_class, events, serializer, filter, tenant, coalesce))
+        _connect(
+            ModelHook(model_class, events, serializer, filter, tenant, coalesce, ordering_key=ordering_key)
+        )
         return model_class
 
     return register_hook if model is None else register_hook(model)
@@ -164,6 +191,7 @@ def connect_configured_hooks() -> None:
                 spec.get("tenant"),
                 spec.get("coalesce", True),
                 from_settings=True,
+                ordering_key=spec.get("ordering_key", True),
             )
         )
 
@@ -207,10 +235,11 @@ def _fire(model: type[models.Model], instance: models.Model, action: str) -> Non
     hook = _hooks.get(model)
     if hook is None or not hook.allows(instance, action):
         return
+    ordered = {"ordering_key": hook.ordering_key_of(instance)}
     connection = transaction.get_connection(router.db_for_write(Event))
     if not (hook.coalesce and connection.in_atomic_block):
         if action in hook.events:
-            publish(hook.events[action], hook.payload(instance), tenant=hook.tenant_of(instance))
+            publish(hook.events[action], hook.payload(instance), tenant=hook.tenant_of(instance), **ordered)
         return
 
     pending = PendingHooks.of(connection)
@@ -225,7 +254,7 @@ def _fire(model: type[models.Model], instance: models.Model, action: str) -> Non
             pending.push(key, "gone")  # created and deleted in one transaction
             return
         if "deleted" in hook.events:
-            publish(hook.events["deleted"], hook.payload(instance), tenant=tenant)
+            publish(hook.events["deleted"], hook.payload(instance), tenant=tenant, **ordered)
         if record is not None:
             pending.push(key, "deleted")
         return
@@ -234,7 +263,7 @@ def _fire(model: type[models.Model], instance: models.Model, action: str) -> Non
         return
     # No pending event yet (or it belongs to another tenant, whose endpoints keep theirs).
     if action in hook.events:
-        event = publish(hook.events[action], hook.payload(instance), tenant=tenant)
+        event = publish(hook.events[action], hook.payload(instance), tenant=tenant, **ordered)
         pending.push(key, action, event.pk, event.type, tenant)
 
 
@@ -279,7 +308,8 @@ def check_model_hooks(app_configs, **kwargs) -> list[Error]:
         if not hook.from_settings:
             where = f"register_model_hook({hook.model._meta.label})"
             errors += _event_type_errors(where, hook.events)
-            errors += _path_errors(where, hook.model, hook.serializer, hook.filter, hook.tenant)
+            ordering = None if isinstance(hook.ordering_key, bool) else hook.ordering_key
+            errors += _path_errors(where, hook.model, hook.serializer, hook.filter, hook.tenant, ordering)
     return errors
 
 
@@ -299,7 +329,7 @@ def _spec_errors(label: object, spec: object) -> list[Error]:
         return [
             Error(
                 f"{where} must be a dict with 'events' (a dict) and the optional keys 'serializer', "
-                f"'filter', 'tenant', 'coalesce'; got {spec!r}.",
+                f"'filter', 'tenant', 'coalesce', 'ordering_key'; got {spec!r}.",
                 id="webhooks.E103",
             )
         ]
@@ -315,7 +345,15 @@ def _spec_errors(label: object, spec: object) -> list[Error]:
     if not isinstance(spec.get("coalesce", True), bool):
         errors.append(Error(f"{where}['coalesce'] must be True or False.", id="webhooks.E103"))
     errors += _event_type_errors(where, {a: t for a, t in events.items() if a in ACTIONS})
-    errors += _path_errors(where, model, spec.get("serializer"), spec.get("filter"), spec.get("tenant"))
+    ordering = spec.get("ordering_key", True)
+    errors += _path_errors(
+        where,
+        model,
+        spec.get("serializer"),
+        spec.get("filter"),
+        spec.get("tenant"),
+        None if isinstance(ordering, bool) else ordering,
+    )
     return errors
 
 
@@ -335,20 +373,21 @@ def _event_type_errors(where: str, events: Mapping[str, str]) -> list[Error]:
     return errors
 
 
-def _path_errors(where: str, model: type[models.Model], serializer, filter_, tenant) -> list[Error]:
+def _path_errors(where: str, model: type[models.Model], serializer, filter_, tenant, ordering_key) -> list[Error]:
     errors = []
-    for name, spec in (("serializer", serializer), ("filter", filter_), ("tenant", tenant)):
+    named = (("serializer", serializer), ("filter", filter_), ("tenant", tenant), ("ordering_key", ordering_key))
+    for name, spec in named:
         if spec is None or callable(spec):
             continue
         if not isinstance(spec, str):
             errors.append(
                 Error(f"{where}: {name} must be a dotted path or a callable, not {spec!r}.", id="webhooks.E105")
             )
-        elif name == "tenant" and "." not in spec:
+        elif name in ("tenant", "ordering_key") and "." not in spec:
             if not hasattr(model, spec):
                 errors.append(
                     Error(
-                        f"{where}: tenant {spec!r} is not an attribute of {model._meta.label}.",
+                        f"{where}: {name} {spec!r} is not an attribute of {model._meta.label}.",
                         id="webhooks.E106",
                     )
                 )

@@ -28,6 +28,9 @@ class Event(models.Model):
     payload = models.JSONField()
     payload_json = models.TextField(null=True, blank=True, editable=False)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # Events of one tenant and ordering key reach each endpoint in the order they were published
+    # (created_at, then id): deliveries.ordering.
+    ordering_key = models.CharField(max_length=200, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
 
@@ -58,16 +61,35 @@ class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ParkedReason(models.TextChoices):
+    """Why a pending delivery waits for something other than its retry schedule
+    (deliveries.scheduling). Empty for rows parked before reasons were recorded (treated as
+    waiting for their endpoint) and for deliveries that are not waiting."""
+
+    NONE = "", "-"
+    DISABLED = "disabled", "Endpoint disabled"
+    UNVERIFIED = "unverified", "Endpoint not verified"
+    BREAKER = "breaker", "Circuit breaker"
+    RATE_LIMIT = "rate_limit", "Rate limit"
+    ORDERING = "ordering", "Earlier delivery of its ordering key"
 
 
 class Delivery(models.Model):
     """One event to one endpoint. Pending until a 2xx (succeeded) or until retries run out or
-    the receiver's answer is final (failed: the dead letter, kept for operators to retry).
+    the receiver's answer is final (failed: the dead letter, kept for operators to retry), or
+    until an operator cancels it.
 
-    `next_attempt_at` is when the next try is due (null while parked: endpoint disabled, or
-    finished). `locked_until` is a sender's lease: while it lies in the future no other worker
-    may send. `queued_until` says a broker message is expected to run it by then, so the sweep
-    leaves it alone; past it, the message is presumed lost and the sweep enqueues it again.
+    The scheduling fields (`status`, `next_attempt_at`, `locked_until`, `queued_until`,
+    `parked_reason`) have one writer, deliveries.scheduling, which names the states they encode.
+    `next_attempt_at` is when the next try is due (null while parked, and once finished).
+    `locked_until` is a sender's lease: while it lies in the future no other worker may send.
+    `queued_until` says a broker message is expected to run it by then, so the sweep leaves it
+    alone; past it, the message is presumed lost and the sweep enqueues it again.
+    `ordering_key` and `sequence` place it in its endpoint's chain of that key (the event's key;
+    `sequence` counts 1, 2, 3... per endpoint and key).
     """
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
@@ -79,6 +101,9 @@ class Delivery(models.Model):
     queued_until = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    parked_reason = models.CharField(max_length=12, choices=ParkedReason.choices, blank=True, default="")
+    ordering_key = models.CharField(max_length=200, null=True, blank=True)
+    sequence = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -94,10 +119,31 @@ class Delivery(models.Model):
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="delivery_due"),
             models.Index(fields=["endpoint", "status", "created_at"], name="delivery_endpoint_status"),
             models.Index(fields=["status", "updated_at"], name="delivery_status_updated"),
+            # The pending deliveries of one endpoint's ordering key, in sequence (deliveries.ordering).
+            models.Index(
+                fields=["endpoint", "ordering_key", "sequence"],
+                condition=Q(status="pending", ordering_key__isnull=False),
+                name="delivery_ordering_pending",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"delivery {self.pk} of {self.event_id} to endpoint {self.endpoint_id}"
+
+
+class OrderingKey(models.Model):
+    """The chain of one ordering key to one endpoint: the sequence number its last delivery
+    took. Its row is the lock that orders fan-out against completions (deliveries.ordering)."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="ordering_keys")
+    key = models.CharField(max_length=200)
+    last_sequence = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["endpoint", "key"], name="ordering_key_unique_endpoint_key")]
+
+    def __str__(self) -> str:
+        return f"ordering key {self.key!r} of endpoint {self.endpoint_id}"
 
 
 class AttemptTrigger(models.TextChoices):

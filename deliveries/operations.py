@@ -15,7 +15,7 @@ schedule would have, and an operator can retry a dead letter as often as needed.
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from itertools import islice
 
@@ -23,10 +23,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint
 
-from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
+from . import ordering, scheduling
+from .models import AttemptTrigger, Delivery, DeliveryStatus, Event, ParkedReason
 from .publishing import serialize_payload
 
 TEST_EVENT_TYPE = "webhook.test"
@@ -38,15 +38,12 @@ SKIP_SUCCEEDED = "already succeeded"
 SKIP_DISABLED = "endpoint disabled (enable it first)"
 SKIP_IN_FLIGHT = "being sent right now"
 SKIP_MISSING = "no longer exists"
+SKIP_ORDERED = "waiting for an earlier delivery of its ordering key (retry or cancel that one)"
+SKIP_FINISHED = "already finished"
 
 
 class OperationRefused(Exception):
     """The operation cannot be done as asked; nothing was written. The message says why."""
-
-
-def _requeue_window(now: datetime) -> datetime:
-    """Until when the sweep leaves a freshly enqueued delivery alone (its message is on the way)."""
-    return now + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
 
 
 def _enqueue_after_commit(delivery_ids: list[int], trigger: str) -> None:
@@ -74,9 +71,7 @@ def send_test_event(endpoint: Endpoint) -> Delivery:
             payload_json=serialize_payload(payload),
             fanned_out_at=now,
         )
-        delivery = Delivery.objects.create(
-            event=event, endpoint=endpoint, next_attempt_at=now, queued_until=_requeue_window(now)
-        )
+        delivery = Delivery.objects.create(event=event, endpoint=endpoint, **scheduling.initial_state(now, None))
         _enqueue_after_commit([delivery.pk], AttemptTrigger.AUTOMATIC)
     return delivery
 
@@ -88,6 +83,7 @@ class RetryReport:
     queued: list[int] = field(default_factory=list)
     paused: int = 0  # of the queued, those whose endpoint's circuit breaker is open: they wait for it
     skipped: Counter = field(default_factory=Counter)
+    action: str = "queued"  # what was done to the deliveries of `queued`: "queued", "cancelled"
 
     def add(self, other: "RetryReport") -> None:
         self.queued.extend(other.queued)
@@ -97,7 +93,7 @@ class RetryReport:
     def summary(self) -> str:
         """One sentence for a person: "12 deliveries queued; 2 skipped: already succeeded"."""
         count = len(self.queued)
-        text = f"{count} {'delivery' if count == 1 else 'deliveries'} queued"
+        text = f"{count} {'delivery' if count == 1 else 'deliveries'} {self.action}"
         if self.paused:
             text += f" ({self.paused} will wait for their endpoint's circuit breaker to close)"
         if self.skipped:
@@ -152,32 +148,65 @@ def _retry_batch(ids: list[int], trigger: str) -> RetryReport:
             Delivery.objects.select_for_update(of=("self",))
             .filter(pk__in=ids)
             .order_by("pk")
-            .values_list("pk", "status", "locked_until", "endpoint__is_active", "endpoint__paused_until")
+            .values_list(
+                "pk", "status", "locked_until", "parked_reason", "endpoint__is_active", "endpoint__paused_until"
+            )
         )
         eligible = []
-        for pk, status, locked_until, endpoint_active, paused_until in rows:
+        for pk, status, locked_until, reason, endpoint_active, paused_until in rows:
             if status == DeliveryStatus.SUCCEEDED:
                 report.skipped[SKIP_SUCCEEDED] += 1
             elif not endpoint_active:
                 report.skipped[SKIP_DISABLED] += 1
             elif status == DeliveryStatus.PENDING and locked_until is not None and locked_until > now:
                 report.skipped[SKIP_IN_FLIGHT] += 1
+            elif status == DeliveryStatus.PENDING and reason == ParkedReason.ORDERING:
+                report.skipped[SKIP_ORDERED] += 1
             else:
                 eligible.append(pk)
                 report.paused += paused_until is not None and paused_until > now
         report.skipped[SKIP_MISSING] += len(set(ids)) - sum(report.skipped.values()) - len(eligible)
         report.skipped = +report.skipped  # drop zero counts
         if eligible:
-            # queued_until keeps the sweep from sending them first as automatic attempts.
-            Delivery.objects.filter(pk__in=eligible).update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now,
-                locked_until=None,
-                queued_until=_requeue_window(now),
-                updated_at=now,
-            )
+            scheduling.retry_now(eligible, now)
             _enqueue_after_commit(eligible, trigger)
         report.queued = eligible
+    return report
+
+
+def cancel_deliveries(delivery_ids: Iterable[int]) -> RetryReport:
+    """Cancel pending deliveries: they finish unsent (or unsent again), and the next delivery of
+    their ordering key, if any, goes out. Left alone, by reason: finished deliveries and those
+    being sent right now. The report's `queued` lists the cancelled ones."""
+    report = RetryReport(action="cancelled")
+    for batch in _batches(delivery_ids, RETRY_BATCH_SIZE):
+        report.add(_cancel_batch(batch))
+    return report
+
+
+def _cancel_batch(ids: list[int]) -> RetryReport:
+    report = RetryReport()
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
+            # The instances feed ordering.finished_chains: endpoint_id and ordering_key.
+            .only("pk", "status", "locked_until", "endpoint_id", "ordering_key")
+        )
+        eligible = []
+        for delivery in rows:
+            if delivery.status != DeliveryStatus.PENDING:
+                report.skipped[SKIP_FINISHED] += 1
+            elif delivery.locked_until is not None and delivery.locked_until > now:
+                report.skipped[SKIP_IN_FLIGHT] += 1
+            else:
+                eligible.append(delivery)
+        report.skipped[SKIP_MISSING] += len(set(ids)) - len(rows)
+        report.skipped = +report.skipped
+        if eligible:
+            scheduling.cancel([delivery.pk for delivery in eligible], now)
+            ordering.advance(ordering.finished_chains((delivery, DeliveryStatus.CANCELLED) for delivery in eligible))
+        report.queued = [delivery.pk for delivery in eligible]
     return report
 
 

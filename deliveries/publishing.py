@@ -10,6 +10,7 @@ deliveries, 58 of 122 requests had their `data` keys in another order than publi
 import json
 import logging
 import reprlib
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MAX_TENANT_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+MAX_ORDERING_KEY_LENGTH = 200
 # Rows per INSERT in publish_many: 500 events of a few kB make a statement of a few MB, and
 # 3,500 parameters, far below PostgreSQL's limit of 65,535.
 BULK_BATCH_SIZE = 500
@@ -200,6 +202,23 @@ def _validate(event_type: str, tenant: str, idempotency_key: str | None) -> None
             raise PublishError("tenant and idempotency_key must be valid Unicode text (no lone surrogates)")
 
 
+def ordering_key_error(ordering_key: object) -> str | None:
+    """Why `ordering_key` cannot be one, or None. It is sent in a header (Webhook-Ordering-Key),
+    so it is printable ASCII: 1 to 200 characters from space to tilde."""
+    if ordering_key is None:
+        return None
+    if (
+        not isinstance(ordering_key, str)
+        or not 0 < len(ordering_key) <= MAX_ORDERING_KEY_LENGTH
+        or not all(" " <= char <= "~" for char in ordering_key)
+    ):
+        return (
+            f"ordering_key must be a string of 1 to {MAX_ORDERING_KEY_LENGTH} printable ASCII characters, "
+            f"got {reprlib.repr(ordering_key)}"
+        )
+    return None
+
+
 def _existing(event_type: str, payload: Payload, tenant: str, idempotency_key: str) -> Event | None:
     event = Event.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
     if event is not None and (event.type != event_type or not same_payload(event, payload)):
@@ -210,7 +229,14 @@ def _existing(event_type: str, payload: Payload, tenant: str, idempotency_key: s
     return event
 
 
-def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: str | None = None) -> Event:
+def publish(
+    event_type: str,
+    data: dict,
+    *,
+    tenant: str = "",
+    idempotency_key: str | None = None,
+    ordering_key: str | None = None,
+) -> Event:
     """Record an event and send it to every subscribed endpoint of `tenant` after commit.
 
     Call it inside the transaction that makes the change: the Event row is written there and
@@ -221,8 +247,14 @@ def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: s
     Invalid input raises PublishError (a ValueError) and writes nothing;
     so does a type missing from WEBHOOKS_EVENT_TYPES, or a payload its schema rejects, when
     that catalog is configured.
+
+    Events of one tenant with the same `ordering_key` reach each endpoint in the order they were
+    published: one is not sent before the previous one to that endpoint has succeeded, failed
+    for good or been cancelled (deliveries.ordering); other keys are not held up.
     """
     _validate(event_type, tenant, idempotency_key)
+    if error := ordering_key_error(ordering_key):
+        raise PublishError(error)
     payload = validated_payload(event_type, data)
     if idempotency_key is not None:
         existing = _existing(event_type, payload, tenant, idempotency_key)
@@ -236,6 +268,7 @@ def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: s
                 payload_json=payload.text,
                 tenant=tenant,
                 idempotency_key=idempotency_key,
+                ordering_key=ordering_key,
             )
     except IntegrityError:
         # A concurrent publish with the same key committed first.
@@ -247,7 +280,7 @@ def publish(event_type: str, data: dict, *, tenant: str = "", idempotency_key: s
     return event
 
 
-EVENT_KEYS = frozenset({"type", "data", "tenant", "idempotency_key"})
+EVENT_KEYS = frozenset({"type", "data", "tenant", "idempotency_key", "ordering_key"})
 
 
 @dataclass
@@ -256,13 +289,15 @@ class _Item:
     payload: Payload
     tenant: str
     idempotency_key: str | None
+    ordering_key: str | None = None
 
 
 def publish_many(events: Iterable[tuple[str, dict] | Mapping[str, Any]], *, tenant: str = "") -> list[Event]:
     """Record many events at once and send each to the subscribed endpoints after commit.
 
     Each item is a `(type, data)` tuple or a dict `{"type", "data"}` with the optional keys
-    `tenant` (default: the `tenant` argument) and `idempotency_key`. Everything is validated
+    `tenant` (default: the `tenant` argument), `idempotency_key` and `ordering_key` (events of
+    one key are sent in input order, see `publish()`). Everything is validated
     first, as `publish()` validates one event: any invalid item raises PublishError naming its
     index (`events[3]: ...`) and nothing is written. The rows are then written with bulk
     INSERTs in the caller's transaction, and ONE on-commit callback enqueues the fan-out of
@@ -305,23 +340,26 @@ def publish_many(events: Iterable[tuple[str, dict] | Mapping[str, Any]], *, tena
 
 def _item(spec: object, tenant: str) -> _Item:
     """One item of publish_many, validated, or PublishError."""
-    idempotency_key = None
+    idempotency_key = ordering_key = None
     if isinstance(spec, Mapping):
         unknown = set(spec) - EVENT_KEYS
         if unknown or "type" not in spec or "data" not in spec:
             raise PublishError(
                 "an event given as a dict needs the keys 'type' and 'data' (optional: 'tenant', "
-                f"'idempotency_key'); got {sorted(map(str, spec))}"
+                f"'idempotency_key', 'ordering_key'); got {sorted(map(str, spec))}"
             )
         event_type, data = spec["type"], spec["data"]
         tenant = spec.get("tenant", tenant)
         idempotency_key = spec.get("idempotency_key")
+        ordering_key = spec.get("ordering_key")
     elif isinstance(spec, tuple) and len(spec) == 2:
         event_type, data = spec
     else:
         raise PublishError(f"an event is a (type, data) tuple or a dict, not {type(spec).__name__}")
     _validate(event_type, tenant, idempotency_key)
-    return _Item(event_type, validated_payload(event_type, data), tenant, idempotency_key)
+    if error := ordering_key_error(ordering_key):
+        raise PublishError(error)
+    return _Item(event_type, validated_payload(event_type, data), tenant, idempotency_key, ordering_key)
 
 
 def _existing_by_key(items: list[_Item]) -> dict[tuple[str, str], Event]:
@@ -357,11 +395,16 @@ def _plan(items: list[_Item], existing: dict[tuple[str, str], Event]) -> tuple[l
                 payload_json=item.payload.text,
                 tenant=item.tenant,
                 idempotency_key=item.idempotency_key,
+                ordering_key=item.ordering_key,
             )
             new.append(event)
             if item.idempotency_key is not None:
                 by_key[key] = event
         results.append(event)
+    # Ids that sort in input order: events of one call can share a created_at, and (created_at,
+    # id) is the order in which the events of one ordering key are sent (deliveries.ordering).
+    for event, pk in zip(new, sorted(uuid.uuid4() for _ in new), strict=True):
+        event.id = pk
     return results, new
 
 

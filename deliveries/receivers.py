@@ -6,7 +6,8 @@ from django.utils import timezone
 from endpoints.models import Endpoint
 from endpoints.signals import endpoint_enabled, verification_requested
 
-from .models import Delivery, DeliveryStatus
+from .models import Delivery
+from .scheduling import unpark
 
 
 @receiver(endpoint_enabled, sender=Endpoint, dispatch_uid="deliveries.resume_parked")
@@ -15,9 +16,7 @@ def resume_parked_deliveries(sender, endpoint: Endpoint, **kwargs) -> None:
     An endpoint still awaiting verification keeps them parked for its handshake."""
     if endpoint.awaits_verification:
         return
-    Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING, next_attempt_at__isnull=True).update(
-        next_attempt_at=timezone.now(), queued_until=None
-    )
+    unpark(Delivery.objects.filter(endpoint=endpoint), timezone.now())
 
 
 @receiver(verification_requested, sender=Endpoint, dispatch_uid="deliveries.start_verification")

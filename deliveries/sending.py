@@ -11,10 +11,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from random import SystemRandom
+from datetime import datetime
 
-from django.db.models import Q
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
@@ -22,20 +20,14 @@ from endpoints.app_settings import webhook_settings
 
 from . import breaker, transport
 from .attempt_records import AssessedAttempt, SendOutcome, assess, record_attempts
-from .models import AttemptTrigger, Delivery, DeliveryStatus, Event
+from .models import AttemptTrigger, Delivery, Event, ParkedReason
 from .retry_policy import RetryPolicy, Verdict
+from .scheduling import claim, park, release
 from .signing import SigningError, endpoint_signature_headers
 
-__all__ = ["BatchResult", "SendOutcome", "claim", "render_body", "send_deliveries", "send_delivery"]
+__all__ = ["BatchResult", "SendOutcome", "render_body", "send_deliveries", "send_delivery"]
 
 logger = logging.getLogger(__name__)
-
-secrets_random = SystemRandom()
-
-
-def lease_seconds() -> float:
-    """How long a claim lasts: longer than any send can take, so it only lapses if the worker died."""
-    return webhook_settings.CONNECT_TIMEOUT + webhook_settings.REQUEST_TIMEOUT + webhook_settings.CLAIM_MARGIN
 
 
 def render_body(event: Event) -> bytes:
@@ -63,24 +55,13 @@ def render_body(event: Event) -> bytes:
     return f'{head[:-1]},"data":{data}}}'.encode()
 
 
-def claim(delivery_ids: list[int], now: datetime) -> datetime | None:
-    """Take the lease on those of `delivery_ids` that are due, pending and unclaimed; return the
-    lease (the claimed rows are those whose `locked_until` equals it), or None if none was ours.
-
-    One conditional UPDATE: of concurrent claimers exactly one matches each row. The lease
-    carries random microseconds so that two claimers in the same instant hold different values.
-    """
-    lease = now + timedelta(seconds=lease_seconds(), microseconds=secrets_random.randrange(1_000_000))
-    claimed = (
-        Delivery.objects.filter(pk__in=delivery_ids, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(locked_until=lease)
-    )
-    return lease if claimed else None
-
-
 def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp: int) -> CaseInsensitiveDict:
-    """Custom headers first, ours after, so no custom header can replace a signature."""
+    """Custom headers first, ours after, so no custom header can replace a signature.
+
+    Beside the signed ones, unsigned hints: `Webhook-Attempt` (1 on the first try of this
+    delivery, 2 on its first retry...) and, for an event with an ordering key,
+    `Webhook-Ordering-Key` and `Webhook-Sequence` (1, 2, 3... per endpoint and key), so a
+    receiver can tell a retry from a replay and notice a gap."""
     endpoint = delivery.endpoint
     headers = CaseInsensitiveDict(endpoint.request_headers())
     headers.update(
@@ -88,23 +69,13 @@ def build_headers(delivery: Delivery, body: bytes, secrets: list[str], timestamp
             "Content-Type": "application/json",
             "User-Agent": webhook_settings.USER_AGENT,
             **endpoint_signature_headers(endpoint, secrets, delivery.event.webhook_id, timestamp, body),
+            "Webhook-Attempt": str(delivery.attempt_count + 1),
         }
     )
+    if delivery.ordering_key is not None:
+        headers["Webhook-Ordering-Key"] = delivery.ordering_key
+        headers["Webhook-Sequence"] = str(delivery.sequence)
     return headers
-
-
-def park(delivery_ids: list[int], lease: datetime, reason: str) -> None:
-    """Keep deliveries pending without a due time, spending no attempt: they wait for their
-    endpoint to be enabled again, verified, or for the circuit breaker to release them."""
-    Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
-        next_attempt_at=None, locked_until=None, queued_until=None, updated_at=timezone.now()
-    )
-    logger.info("deliveries %s parked: %s", delivery_ids, reason)
-
-
-def release(delivery_ids: list[int], lease: datetime) -> None:
-    """Give back claimed deliveries unsent: still due, for another task to send."""
-    Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(locked_until=None)
 
 
 @dataclass
@@ -151,6 +122,11 @@ def send_deliveries(delivery_ids: list[int], trigger: str = AttemptTrigger.AUTOM
     return result
 
 
+def _park(ids: list[int], lease: datetime, reason: str, endpoint) -> None:
+    park(ids, lease, reason)
+    logger.info("deliveries %s of endpoint %s parked: %s", ids, endpoint.pk, ParkedReason(reason).label)
+
+
 def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: BatchResult) -> None:
     """Send the claimed deliveries of one endpoint, in order, and record them."""
     endpoint = group[0].endpoint
@@ -159,19 +135,19 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
     ids = [delivery.pk for delivery in group]
     if not endpoint.is_active:
         # Kept, not failed: enabling the endpoint makes them due again (see receivers.py).
-        park(ids, lease, f"endpoint {endpoint.pk} is disabled")
+        _park(ids, lease, ParkedReason.DISABLED, endpoint)
         return
     if endpoint.awaits_verification:
         # Kept, not failed: a granted handshake or an operator's waiver makes them due (verification.py).
-        park(ids, lease, f"endpoint {endpoint.pk} has not answered the verification handshake")
+        _park(ids, lease, ParkedReason.UNVERIFIED, endpoint)
         return
     probing = endpoint.paused_until is not None
     if not breaker.may_send(endpoint, timezone.now()):
-        park(ids, lease, f"endpoint {endpoint.pk} is paused by its circuit breaker")
+        _park(ids, lease, ParkedReason.BREAKER, endpoint)
         return
     if probing and len(group) > 1:
         # The breaker lets one probe through; the rest wait parked for its verdict.
-        park(ids[1:], lease, f"endpoint {endpoint.pk} is being probed by its circuit breaker")
+        _park(ids[1:], lease, ParkedReason.BREAKER, endpoint)
         group = group[:1]
 
     secrets = endpoint.live_secrets()

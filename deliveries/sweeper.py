@@ -19,6 +19,7 @@ from django.utils import timezone
 from endpoints.app_settings import webhook_settings
 
 from .models import Delivery, DeliveryStatus, Event
+from .scheduling import mark_queued
 
 
 def take_due_deliveries(limit: int) -> list[int]:
@@ -52,9 +53,7 @@ def take_due(limit: int, endpoint_id: int | None = None) -> list[Due]:
         )
         ids = [row[0] for row in rows]
         if ids:
-            Delivery.objects.filter(id__in=ids).update(
-                queued_until=now + timedelta(seconds=webhook_settings.REQUEUE_AFTER)
-            )
+            mark_queued(ids, now)
     return [Due(pk, endpoint_id, bool(attempts or failures)) for pk, endpoint_id, attempts, failures in rows]
 
 

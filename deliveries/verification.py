@@ -28,8 +28,8 @@ from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint, VerificationStatus
 
 from . import transport
-from .models import Delivery, DeliveryStatus
-from .sending import lease_seconds
+from .models import Delivery
+from .scheduling import lease_seconds, unpark
 
 __all__ = [
     "HandshakeResult",
@@ -188,9 +188,7 @@ def release_verified(endpoint_id: int) -> int:
     from .tasks import enqueue_due
 
     now = timezone.now()
-    Delivery.objects.filter(
-        endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__isnull=True
-    ).update(next_attempt_at=now, queued_until=None)
+    unpark(Delivery.objects.filter(endpoint_id=endpoint_id), now)
     return enqueue_due(take_due(webhook_settings.SWEEP_BATCH_SIZE, endpoint_id=endpoint_id))
 
 
