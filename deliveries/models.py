@@ -112,6 +112,7 @@ class Delivery(models.Model):
         permissions = [
             ("retry_delivery", "Can retry deliveries"),
             ("replay_delivery", "Can replay deliveries of an endpoint since a time"),
+            ("cancel_delivery", "Can cancel pending deliveries"),
         ]
         constraints = [models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_unique_event_endpoint")]
         indexes = [
