@@ -151,9 +151,7 @@ def register_model_hook(
             )
         if model_class in _hooks:
             raise ImproperlyConfigured(f"{model_class._meta.label} already has a webhook model hook")
-        _connect(
-            ModelHook(model_class, events, serializer, filter, tenant, coalesce, ordering_key=ordering_key)
-        )
+        _connect(ModelHook(model_class, events, serializer, filter, tenant, coalesce, ordering_key=ordering_key))
         return model_class
 
     return register_hook if model is None else register_hook(model)

@@ -189,7 +189,9 @@ def _cancel_batch(ids: list[int]) -> RetryReport:
     now = timezone.now()
     with transaction.atomic():
         rows = list(
-            Delivery.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
+            Delivery.objects.select_for_update(of=("self",))
+            .filter(pk__in=ids)
+            .order_by("pk")
             # The instances feed ordering.finished_chains: endpoint_id and ordering_key.
             .only("pk", "status", "locked_until", "endpoint_id", "ordering_key")
         )

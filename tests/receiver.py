@@ -46,6 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = ReceivedRequest(self.path, dict(self.headers.items()), body, time.time(), method)
         answer = receiver._record(request)
         if callable(answer):
+            self.received = request  # what this request was, for the callable
             answer(self)
             return
         status, headers, content = answer
