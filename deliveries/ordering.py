@@ -23,13 +23,13 @@ from collections.abc import Iterable
 from functools import partial
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .models import Delivery, DeliveryStatus, OrderingKey, ParkedReason
 from .scheduling import FINISHED, unpark
 
-__all__ = ["advance", "blocking_head", "finished_chains", "place"]
+__all__ = ["advance", "blocking_head", "finished_chains", "place", "release_stalled"]
 
 Chain = tuple[int, str]  # (endpoint id, ordering key)
 
@@ -124,6 +124,28 @@ def finished_chains(deliveries: Iterable[tuple[Delivery, str]]) -> set[Chain]:
         for delivery, status in deliveries
         if delivery.ordering_key is not None and status in FINISHED
     }
+
+
+def release_stalled(limit: int = 100) -> list[int]:
+    """For the health job: advance chains whose parked deliveries wait for nothing (their head was
+    deleted with its event, or a write went astray), at most `limit` chains a run. Returns the
+    ids made due. advance() re-checks each chain under its lock."""
+    on_its_way = Delivery.objects.filter(
+        endpoint_id=OuterRef("endpoint_id"), ordering_key=OuterRef("ordering_key"), status=DeliveryStatus.PENDING
+    ).exclude(parked_reason=ParkedReason.ORDERING)
+    stalled = (
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING, ordering_key__isnull=False, parked_reason=ParkedReason.ORDERING
+        )
+        .exclude(Exists(on_its_way))
+        .values_list("endpoint_id", "ordering_key")
+        .distinct()[:limit]
+    )
+    chains = list(stalled)
+    if not chains:
+        return []
+    with transaction.atomic():
+        return advance(chains)
 
 
 def blocking_head(delivery: Delivery) -> Delivery | None:

@@ -24,6 +24,7 @@ from .celery import DELIVERY_QUEUE, RETRY_QUEUE, TASK_OPTIONS
 from .fanout import fan_out_events
 from .health import check_health
 from .models import AttemptTrigger
+from .ordering import release_stalled
 from .retention import retention_task  # noqa: F401  (registers deliveries.retention)
 from .sending import BatchResult, send_deliveries
 from .sweeper import Due, events_never_fanned_out, take_due
@@ -228,4 +229,8 @@ def verify_endpoint_task(endpoint_id: int) -> bool | None:
 def health_check_task() -> dict[str, int]:
     """Alert on endpoints whose success rate changed side of the threshold; auto-disable."""
     report = check_health()
-    return {"unhealthy": len(report.unhealthy), "recovered": len(report.recovered), "disabled": len(report.disabled)}
+    result = {"unhealthy": len(report.unhealthy), "recovered": len(report.recovered), "disabled": len(report.disabled)}
+    if stalled := release_stalled():
+        logger.warning("ordering keys moved on: deliveries %s waited for a head that no longer exists", stalled)
+        result["ordering_released"] = len(stalled)
+    return result
