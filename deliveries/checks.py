@@ -30,6 +30,7 @@ ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
     "ALLOW_HTTP": (bool,),
     "RETENTION_SCHEDULE": (type(None), int, float, timedelta, BaseSchedule),
     "API_TENANT": (type(None), str),
+    "API_CHECK_PERMISSIONS": (bool,),
 }
 TYPE_NAMES = {
     bool: "True or False",

@@ -46,6 +46,9 @@ class Event(models.Model):
             # The sweep looks for committed events never fanned out.
             models.Index(fields=["created_at"], condition=Q(fanned_out_at__isnull=True), name="event_not_fanned_out"),
             models.Index(fields=["tenant", "type", "created_at"], name="event_tenant_type_time"),
+            # The API's events/ list: a tenant's events in keyset order (created_at, id), so a page,
+            # with or without ?after=, reads its rows in order and stops (migration 0007).
+            models.Index(fields=["tenant", "created_at", "id"], name="event_tenant_created"),
         ]
 
     def __str__(self) -> str:

@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     # The customers' API (deliveries.api, README "API for your customers"): the dotted path of
     # the host's function (request) -> tenant string, or None to refuse; unset, the API refuses all.
     "API_TENANT": None,
+    # True: each state-changing API route also needs the Django permission admin requires for the
+    # same action (deliveries/permissions.py). False: the tenant function alone decides.
+    "API_CHECK_PERMISSIONS": False,
     # Metrics: each worker process serves Prometheus metrics on this port when set.
     "WORKER_METRICS_PORT": 0,
 }

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
-from endpoints.models import Endpoint
+from endpoints.models import Endpoint, VerificationStatus
 from tests.api_helpers import API, client_for, tenant_rows
 
 pytestmark = pytest.mark.django_db
@@ -125,3 +125,15 @@ def test_retry_queues_a_failed_delivery_and_refuses_a_succeeded_one_saying_why(a
     assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at is not None
     response = acme.post(API + f"deliveries/{succeeded['delivery'].pk}/retry/")
     assert response.status_code == 409 and "already succeeded" in response.json()["detail"]
+
+
+def test_retry_to_an_endpoint_awaiting_verification_says_it_waits_for_the_handshake(acme):
+    rows = tenant_rows("acme")
+    Endpoint.objects.filter(pk=rows["endpoint"].pk).update(verification_status=VerificationStatus.UNVERIFIED)
+
+    response = acme.post(API + f"deliveries/{rows['delivery'].pk}/retry/")
+
+    assert response.status_code == 202
+    assert response.json()["detail"] == (
+        f"Delivery {rows['delivery'].pk} queued: attempt 2 waits until the endpoint answers the verification handshake."
+    )

@@ -164,3 +164,13 @@ def test_path_parameters_are_documented_as_the_route_matches_them():
     assert pk["schema"]["minimum"] == 0  # -1 matches no route: the host's own (HTML) 404
     (event_id,) = document["paths"][f"{API}events/{{event_id}}/"]["get"]["parameters"]
     assert event_id["schema"]["pattern"] == "^[^/]+$"
+
+
+def test_a_missing_permission_answers_a_documented_403(settings):
+    settings.WEBHOOKS_API_CHECK_PERMISSIONS = True  # acme-fuzz holds no permission
+    rows = tenant_rows("acme")
+    answer = call_and_validate("POST", "deliveries/{id}/retry/", path_parameters={"id": rows["delivery"].pk})
+    assert answer == {
+        "status": 403,
+        "body": {"detail": "This needs the permission deliveries.retry_delivery, which your account does not have."},
+    }

@@ -64,6 +64,7 @@ def test_an_unknown_name_is_an_attribute_error():
         ("ALLOW_HTTP", "0"),
         ("MODEL_HOOKS", []),
         ("ALLOWED_PORTS", "443"),
+        ("API_CHECK_PERMISSIONS", "1"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_E000_and_no_traceback(settings, name, value):

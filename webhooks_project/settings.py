@@ -279,6 +279,8 @@ WEBHOOKS_EVENT_TYPES: dict = {}  # event type -> {"description", "schema"}; empt
 # The customers' API at /api/webhooks/: the function mapping a request to its tenant (a dotted
 # path); unset, the API refuses every request.
 WEBHOOKS_API_TENANT = os.environ.get("WEBHOOKS_API_TENANT") or None
+# 1: each API route that changes state also needs the Django permission admin requires for it.
+WEBHOOKS_API_CHECK_PERMISSIONS = env_bool("WEBHOOKS_API_CHECK_PERMISSIONS", False)
 
 # Metrics: each worker process serves Prometheus metrics on this port when set (web: /metrics).
 WEBHOOKS_WORKER_METRICS_PORT = env_int("WEBHOOKS_WORKER_METRICS_PORT", 0)

@@ -16,6 +16,8 @@ from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from .. import permissions
+
 # List pages count at most this many rows (and then say "10,000+"): an exact COUNT(*) of a
 # table of millions of deliveries takes seconds and tells an operator nothing more.
 COUNT_CAP = 10_000
@@ -86,8 +88,10 @@ def record_in_history(
         LogEntry.objects.log_actions(request.user.pk, objects, CHANGE, change_message=message)
 
 
-def user_may(request: HttpRequest, permission: str) -> bool:
-    return request.user.is_active and request.user.has_perm(permission)
+def user_may(request: HttpRequest, operation: str) -> bool:
+    """Whether the request's user holds the permission of `operation` (deliveries/permissions.py,
+    the table the customers' API reads too)."""
+    return permissions.user_may(request.user, operation)
 
 
 def action_form_page(

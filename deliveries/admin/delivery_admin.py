@@ -185,7 +185,7 @@ class DeliveryAdmin(PermissionCheckedActionsMixin, ReadOnlyHistoryAdmin):
     # --- Retry now ------------------------------------------------------------------------
 
     def has_retry_delivery_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "deliveries.retry_delivery")
+        return user_may(request, "retry_delivery")
 
     @admin.action(description="Retry now (as a manual attempt)", permissions=["retry_delivery"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -32,19 +32,19 @@ class EndpointActions:
     # --- permissions of the actions -----------------------------------------------------
 
     def has_enable_disable_endpoint_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "endpoints.enable_disable_endpoint")
+        return user_may(request, "enable_disable_endpoint")
 
     def has_send_test_event_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "endpoints.send_test_event")
+        return user_may(request, "send_test_event")
 
     def has_rotate_secret_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "endpoints.rotate_secret")
+        return user_may(request, "rotate_secret")
 
     def has_replay_delivery_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "deliveries.replay_delivery")
+        return user_may(request, "replay_delivery")
 
     def has_verify_endpoint_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "endpoints.verify_endpoint")
+        return user_may(request, "verify_endpoint")
 
     # --- actions --------------------------------------------------------------------------
 

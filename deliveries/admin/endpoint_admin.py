@@ -30,7 +30,7 @@ from ..endpoint_stats import (
     within_time_limit,
 )
 from . import new_secrets
-from .common import PermissionCheckedActionsMixin, ids_of
+from .common import PermissionCheckedActionsMixin, ids_of, user_may
 from .endpoint_actions import EndpointActions
 from .filters import EndpointStateFilter, TenantFilter
 from .forms import EndpointForm
@@ -153,11 +153,19 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
         actions.pop("delete_selected", None)
         return actions
 
+    # Django's add, change and delete permissions, read from the table the customers' API reads
+    # (deliveries/permissions.py).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return user_may(request, "add_endpoint")
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return user_may(request, "change_endpoint")
+
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         # An endpoint with deliveries is disabled, not deleted: the history stays until retention.
         if obj is not None and obj.deliveries.exists():
             return False
-        return super().has_delete_permission(request, obj)
+        return user_may(request, "delete_endpoint")
 
     # --- columns and fields -------------------------------------------------------------
 

@@ -13,13 +13,10 @@ from django.contrib.admin.options import IS_POPUP_VAR
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
-from endpoints.models import Endpoint, SignatureScheme
+from endpoints.models import Endpoint
 
+from ..permissions import switches_key_kind
 from . import new_secrets
-
-
-def _uses_key_pair(scheme: str) -> bool:
-    return scheme == SignatureScheme.STANDARD_ED25519
 
 
 class SigningKeysAdminMixin:
@@ -37,7 +34,7 @@ class SigningKeysAdminMixin:
                 cleaned = super().clean()
                 scheme = cleaned.get("signature_scheme")
                 # self.instance still holds the stored scheme here (construct_instance comes after).
-                if scheme and _uses_key_pair(scheme) != _uses_key_pair(self.instance.signature_scheme):
+                if scheme and switches_key_kind(self.instance.signature_scheme, scheme):
                     self.add_error(
                         "signature_scheme",
                         forms.ValidationError(

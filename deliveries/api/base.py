@@ -1,5 +1,5 @@
-"""What every view of the API shares: the tenant permission, JSON only, cursor pagination, the
-OpenAPI schema class and one error body.
+"""What every view of the API shares: the tenant and operation permissions, JSON only, cursor
+pagination, the OpenAPI schema class and one error body.
 
 Nothing depends on the host's REST_FRAMEWORK settings except authentication: the host's
 DEFAULT_AUTHENTICATION_CLASSES authenticate (session, token, JWT: the host's choice).
@@ -22,7 +22,11 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
 from .pagination import AfterCursorPagination
+from .permissions import HasOperationPermission, route_permissions
 from .tenancy import HasTenant, request_tenant
+
+# The OpenAPI vendor extension naming what a route needs when the host checks permissions.
+REQUIRED_PERMISSION_KEY = "x-required-permission"
 
 
 def api_exception_handler(exc, context):
@@ -68,12 +72,25 @@ def host_authenticators() -> list:
     return [auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
 
+class ApiAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, adding to each route that changes state the Django
+    permission it needs when the host checks them (`x-required-permission`; the 403 answer
+    names it too, see schema.document_errors)."""
+
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        needs = route_permissions(type(self.view), self.method)
+        if operation and needs:
+            operation[REQUIRED_PERMISSION_KEY] = needs
+        return operation
+
+
 def document(**kwargs):
-    """drf-spectacular's `extend_schema` for a view method, built on drf-spectacular's AutoSchema
-    whatever the host's DEFAULT_SCHEMA_CLASS is (extend_schema would build on that)."""
+    """drf-spectacular's `extend_schema` for a view method, built on ApiAutoSchema whatever the
+    host's DEFAULT_SCHEMA_CLASS is (extend_schema would build on that)."""
 
     def decorator(method):
-        method.kwargs = {"schema": AutoSchema}
+        method.kwargs = {"schema": ApiAutoSchema}
         return extend_schema(**kwargs)(method)
 
     return decorator
@@ -88,13 +105,14 @@ class Conflict(exceptions.APIException):
 
 
 class TenantView(GenericAPIView):
-    """A view of the API: authenticated, tenant resolved, every queryset scoped to the tenant."""
+    """A view of the API: authenticated, tenant resolved, every queryset scoped to the tenant;
+    a route that changes state also needs its Django permission when the host checks them."""
 
-    permission_classes = [HasTenant]
+    permission_classes = [HasTenant, HasOperationPermission]
     renderer_classes = [JSONRenderer]
     parser_classes = [JSONParser]
     pagination_class = AfterCursorPagination
-    schema = AutoSchema()
+    schema = ApiAutoSchema()
     filter_backends = []
 
     @property

@@ -90,7 +90,11 @@ class DeliveryRetry(TenantView):
     serializer_class = RetrySerializer
 
     def get_queryset(self):
-        return Delivery.objects.filter(endpoint__tenant=self.tenant).only("pk", "attempt_count")
+        return (
+            Delivery.objects.filter(endpoint__tenant=self.tenant)
+            .select_related("endpoint")
+            .only("pk", "attempt_count", "endpoint__verification_status")
+        )
 
     @document(
         summary="Retry a delivery now (a manual attempt)",
@@ -106,5 +110,11 @@ class DeliveryRetry(TenantView):
             reason = ", ".join(report.skipped) or "nothing to do"
             raise Conflict(f"Delivery {delivery.pk} was not retried: {reason}.")
         record_change(request, Delivery, [delivery.pk], "Retried now (manual attempt).")
-        detail = f"Delivery {delivery.pk} queued: attempt {delivery.attempt_count + 1} goes out within seconds."
+        attempt = f"Delivery {delivery.pk} queued: attempt {delivery.attempt_count + 1}"
+        if delivery.endpoint.awaits_verification:
+            detail = f"{attempt} waits until the endpoint answers the verification handshake."
+        elif report.paused:
+            detail = f"{attempt} waits for the endpoint's circuit breaker to close."
+        else:
+            detail = f"{attempt} goes out within seconds."
         return Response(RetrySerializer({"queued": True, "detail": detail}).data, status=status.HTTP_202_ACCEPTED)

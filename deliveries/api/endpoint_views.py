@@ -16,6 +16,7 @@ from endpoints.models import Endpoint, SignatureScheme
 from .audit import ADDITION, DELETION, record_change
 from .base import Conflict, TenantView, document
 from .idempotency import IDEMPOTENCY_PARAMETER, idempotent
+from .permissions import require_endpoint_change
 from .serializers import (
     EndpointDetailSerializer,
     EndpointSecretSerializer,
@@ -134,6 +135,7 @@ class EndpointDetail(TenantView):
         active = values.pop("is_active", None)
         with transaction.atomic():
             endpoint = self.get_queryset().select_for_update().get(pk=self.get_object().pk)
+            require_endpoint_change(request, endpoint, values, active)  # what admin would require
             old_url = endpoint.url
             for name in MODEL_FIELDS:
                 if name in values:

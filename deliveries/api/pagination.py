@@ -6,7 +6,8 @@ or delivery's number), so a receiver that stored the last event it processed ask
 (created_at, pk): created_at alone has ties (bulk writes share a timestamp) and event ids are
 random UUIDs, so the pk breaks ties and the order is total and stable. Each page costs two
 queries whatever its size: the cursor's row, then the page (limit + 1 rows, to know whether more
-follow).
+follow). With an index on (tenant, created_at, id), as events have (migration 0007), the page is
+an index range scan starting at the cursor, as fast on page 10,000 as on page 1.
 """
 
 from django.db.models import Q, QuerySet
@@ -39,7 +40,11 @@ class AfterCursorPagination(BasePagination):
             if anchor is None:
                 raise ValidationError({self.cursor_query_param: [f"No object with id {after!r} to list after."]})
             created_at, pk = anchor
-            queryset = queryset.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
+            # (created_at, pk) > (anchor): the created_at >= bound lets an index on (..., created_at, id)
+            # start the scan at the cursor; the OR alone would be a filter over every earlier row.
+            queryset = queryset.filter(
+                Q(created_at__gte=created_at), Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk)
+            )
         rows = list(queryset.order_by("created_at", "pk")[: limit + 1])
         return self.remember(request, view, rows[:limit], has_more=len(rows) > limit)
 

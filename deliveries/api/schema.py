@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from endpoints import __version__
 
-from .base import host_authenticators
+from .base import REQUIRED_PERMISSION_KEY, host_authenticators
 from .tenancy import HasTenant
 
 ERROR_SCHEMAS = {
@@ -46,9 +46,12 @@ def document_errors(result: dict, generator, request, public) -> dict:
                     # What the route's converter matches; anything else is the host's 404 page.
                     parameter["schema"].update(PATH_CONVERTERS[parameter["schema"]["type"]])
             responses.setdefault("401", _error("Not authenticated (as the host's authentication answers)."))
-            responses.setdefault(
-                "403", _error("Not authenticated, no tenant for this request, or the API not enabled.")
-            )
+            refusal = "Not authenticated, no tenant for this request, or the API not enabled"
+            if needs := operation.get(REQUIRED_PERMISSION_KEY):
+                refusal += (
+                    f"; or, where the host checks permissions, the account lacks the permission this needs: {needs}"
+                )
+            responses.setdefault("403", _error(refusal + "."))
             if "{" in route:
                 responses.setdefault("404", _error("No such object for this tenant."))
             parameters = operation.get("parameters", [])

@@ -13,6 +13,7 @@ from django.db.models import Count
 
 from deliveries.models import AttemptTrigger
 from deliveries.operations import failed_deliveries, ids_by_keyset, retry_deliveries
+from deliveries.permissions import permission_of
 from endpoints.models import Endpoint
 
 from ..operator_commands import add_common_arguments, check_permissions, parse_since
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         add_common_arguments(parser, progress=True)
 
     def handle(self, *args, **options):
-        check_permissions(options["as_user"], "deliveries.retry_delivery")
+        check_permissions(options["as_user"], permission_of("retry_delivery"))
         endpoint_ids = options["endpoint"]
         if not (endpoint_ids or options["since"] or options["all"]):
             raise CommandError("say which failed deliveries: --endpoint ID, --since WHEN, or --all")

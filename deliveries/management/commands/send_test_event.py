@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.operations import OperationRefused, send_test_event
+from deliveries.permissions import permission_of
 from endpoints.models import Endpoint
 
 from ..operator_commands import add_common_arguments, check_permissions
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         add_common_arguments(parser)
 
     def handle(self, *args, **options):
-        check_permissions(options["as_user"], "endpoints.send_test_event")
+        check_permissions(options["as_user"], permission_of("send_test_event"))
         ids = options["endpoint_ids"]
         endpoints = Endpoint.objects.in_bulk(ids)
         unknown = [str(i) for i in ids if i not in endpoints]
