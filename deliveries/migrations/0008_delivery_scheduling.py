@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deliveries', '0006_api_idempotency_keys'),
+        ('deliveries', '0007_event_tenant_created_index'),
         ('endpoints', '0009_endpoint_verification'),
     ]
 
@@ -48,10 +48,6 @@ class Migration(migrations.Migration):
             model_name='delivery',
             name='status',
             field=models.CharField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=10),
-        ),
-        migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('ordering_key__isnull', False), ('status', 'pending')), fields=['endpoint', 'ordering_key', 'sequence'], name='delivery_ordering_pending'),
         ),
         migrations.AddField(
             model_name='orderingkey',
