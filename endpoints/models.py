@@ -13,9 +13,10 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import custom_headers, secret_box, signals
+from . import custom_headers, rate_limits, secret_box, signals
 from .client_certificates import EndpointClientCertificate
 from .event_types import PatternSet, compiled_patterns
+from .rate_limits import RateLimitSlot
 from .signature_formats import (
     SIGNATURE_SETTINGS,
     SignatureEncoding,
@@ -49,6 +50,7 @@ __all__ = [
     "EndpointClientCertificate",
     "EndpointSecret",
     "EndpointSecretQuerySet",
+    "RateLimitSlot",
     "SignatureScheme",
     "VerificationStatus",
     "generate_secret",
@@ -75,6 +77,9 @@ class Endpoint(VerificationMixin, models.Model):
     scheme takes (endpoints/signature_formats.py). Changing signature_scheme between a
     shared-secret scheme and standard_ed25519 rotates in a key of the new kind
     (`key_switched_until` then says until when the older keys sign).
+
+    `Endpoint(rate_limit=60, rate_limit_period=10)`: at most 60 requests per 10 s, fleet-wide
+    (endpoints/rate_limits.py); both or neither.
 
     Verification (README "Endpoint verification"): an endpoint created with
     `verification_status="unverified"`, or marked with `require_verification()`, receives
@@ -168,6 +173,13 @@ class Endpoint(VerificationMixin, models.Model):
     )
     verification_attempts = models.PositiveIntegerField(default=0, editable=False)
     verification_error = models.CharField(max_length=500, blank=True, default="", editable=False)
+    # At most rate_limit requests per rate_limit_period seconds, fleet-wide (endpoints/rate_limits.py).
+    rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, validators=rate_limits.RATE_LIMIT_VALIDATORS, help_text="Requests per period at most."
+    )
+    rate_limit_period = models.PositiveIntegerField(
+        null=True, blank=True, validators=rate_limits.RATE_LIMIT_PERIOD_VALIDATORS, help_text="In seconds."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -218,12 +230,18 @@ class Endpoint(VerificationMixin, models.Model):
                 self._initial_secret = None
             else:
                 self.key_switched_until = self._switch_key_kind()
+            loaded_rate = (None, None) if creating else getattr(self, "_loaded_rate", None)
+            if loaded_rate != (self.rate_limit, self.rate_limit_period):
+                rate_limits.sync_slots(self, previous_period=loaded_rate[1] if loaded_rate else None)
+                self._loaded_rate = (self.rate_limit, self.rate_limit_period)
 
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
         # To see in save() whether the URL changed (re-pointing needs a new handshake).
         instance._loaded_url = instance.__dict__.get("url")
+        # To see in save() whether the rate limit changed (its slots follow: rate_limits.sync_slots).
+        instance._loaded_rate = (instance.__dict__.get("rate_limit"), instance.__dict__.get("rate_limit_period"))
         return instance
 
     def _switch_key_kind(self):
@@ -274,6 +292,7 @@ class Endpoint(VerificationMixin, models.Model):
         errors = signature_settings_errors(
             self.signature_scheme, signature, headers if isinstance(headers, dict) else {}
         )
+        errors.update(rate_limits.rate_limit_errors(self.rate_limit, self.rate_limit_period))
         if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
             names = sensitive if isinstance(sensitive, list) and all(isinstance(n, str) for n in sensitive) else []
             try:

@@ -402,6 +402,14 @@ class Processes:
         assert len(published) == count, child.tail()
         return published
 
+    def python(self, name: str, argv: list[str], broker_url: str) -> Child:
+        """`python argv...` on the test database, with the test settings, started; its output in
+        its log."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOKS_", "CELERY_", "DJANGO_"))}
+        env.update(FAST_SETTINGS, DATABASE_URL=self.database_url, CELERY_BROKER_URL=broker_url)
+        child = Child(name, [sys.executable, *argv], env, self.log_dir / f"{name}.log")
+        return self._track(child).start()
+
     def close(self) -> None:
         """Kill every process still running, newest first, and print every log's tail."""
         for child in reversed(self.children):

@@ -44,6 +44,11 @@ NO_REPLAY_PROTECTION = (
     "the body's id). Prefer Standard Webhooks or Stripe-style when the receiver can verify them."
 )
 
+RATE_LIMIT_NOTE = (
+    "At most this many requests per period (seconds) to this endpoint, from every worker together; "
+    "leave both empty for no limit."
+)
+
 
 class EndpointChangeList(ChangeList):
     """Adds each listed endpoint's success rate, from one query for the whole page.
@@ -117,11 +122,13 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
             "signature_encoding",
             "signature_prefix",
         ]
+        rate_limit = ("Rate limit", {"fields": [("rate_limit", "rate_limit_period")], "description": RATE_LIMIT_NOTE})
         if obj is None:
-            return ((None, {"fields": editable}), ("Signature format", {"fields": signature}))
+            return ((None, {"fields": editable}), ("Signature format", {"fields": signature}), rate_limit)
         return (
             (None, {"fields": editable}),
             ("Signature format", {"fields": ["signature_summary", *signature]}),
+            rate_limit,
             (
                 "State",
                 {

@@ -81,6 +81,8 @@ class EndpointForm(forms.ModelForm):
             "signature_header",
             "signature_encoding",
             "signature_prefix",
+            "rate_limit",
+            "rate_limit_period",
         )
 
     def clean(self) -> dict:

@@ -36,6 +36,8 @@ MODEL_FIELDS = (
     "signature_header",
     "signature_encoding",
     "signature_prefix",
+    "rate_limit",
+    "rate_limit_period",
 )
 DISABLED_REASON = "disabled through the API"
 

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from endpoints.models import SignatureEncoding, SignatureScheme
+from endpoints.rate_limits import MAX_RATE_LIMIT, MAX_RATE_LIMIT_PERIOD
 
 from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 
@@ -44,6 +45,20 @@ class EndpointSerializer(serializers.Serializer):
         choices=[("", "default"), *SignatureEncoding.choices], allow_blank=True, default=""
     )
     signature_prefix = serializers.CharField(max_length=32, allow_blank=True, trim_whitespace=False, default="")
+    rate_limit = serializers.IntegerField(
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=MAX_RATE_LIMIT,
+        help_text="At most this many requests per rate_limit_period, from all workers together; null: no limit.",
+    )
+    rate_limit_period = serializers.IntegerField(
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=MAX_RATE_LIMIT_PERIOD,
+        help_text="The rate limit's period in seconds; set with rate_limit, null with it.",
+    )
     # No default: a PUT without it leaves the state alone (an auto-disabled endpoint stays disabled).
     is_active = serializers.BooleanField(
         required=False, help_text="false disables the endpoint; true enables it; absent: unchanged (new: true)."
