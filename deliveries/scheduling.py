@@ -136,13 +136,14 @@ def park(delivery_ids: list[int], lease: datetime, reason: str) -> int:
     )
 
 
-def wait_for_rate(delivery_ids: list[int], lease: datetime, until: datetime) -> int:
+def wait_for_rate(delivery_ids: list[int], lease: datetime, until: datetime, queued_until: datetime | None) -> int:
     """Claimed deliveries over their endpoint's rate limit wait, unsent and spending no attempt,
-    until a slot frees; the sweep (or a countdown message) sends them then."""
+    until a slot is expected to free: a countdown message sends them then (`queued_until` set,
+    the sweep leaves them alone meanwhile), or the sweep does (`queued_until` None)."""
     return Delivery.objects.filter(pk__in=delivery_ids, locked_until=lease).update(
         next_attempt_at=until,
         locked_until=None,
-        queued_until=None,
+        queued_until=queued_until,
         parked_reason=ParkedReason.RATE_LIMIT,
         updated_at=timezone.now(),
     )

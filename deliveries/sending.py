@@ -11,18 +11,19 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
+from endpoints import rate_limits
 from endpoints.app_settings import webhook_settings
 
 from . import breaker, transport
 from .attempt_records import AssessedAttempt, SendOutcome, assess, record_attempts
 from .models import AttemptTrigger, Delivery, Event, ParkedReason
 from .retry_policy import RetryPolicy, Verdict
-from .scheduling import claim, park, release
+from .scheduling import claim, lease_seconds, park, release, requeue_window, wait_for_rate
 from .signing import SigningError, endpoint_signature_headers
 
 __all__ = ["BatchResult", "SendOutcome", "render_body", "send_deliveries", "send_delivery"]
@@ -87,6 +88,9 @@ class BatchResult:
     outcomes: list[SendOutcome] = field(default_factory=list)
     released: list[tuple[int, int]] = field(default_factory=list)  # (delivery id, endpoint id)
     released_failing: bool = False
+    # Deliveries over their endpoint's rate limit, waiting for a slot: (ids, when their message
+    # should run), or None when the wait is too long for a countdown (the sweep sends them).
+    rate_waits: list[tuple[list[int], datetime | None]] = field(default_factory=list)
 
 
 def send_delivery(delivery_id: int, trigger: str = AttemptTrigger.AUTOMATIC) -> SendOutcome | None:
@@ -150,13 +154,35 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
         _park(ids[1:], lease, ParkedReason.BREAKER, endpoint)
         group = group[:1]
 
+    reservation = None
+    if endpoint.rate_limit is not None:
+        reservation = rate_limits.reserve(endpoint, len(group), hold=timedelta(seconds=lease_seconds()))
+        if reservation.granted < len(group):
+            _wait_for_rate(group[reservation.granted :], lease, endpoint, result)
+            group = group[: reservation.granted]
+            if not group:
+                return
+    made: list[AssessedAttempt] = []
+    try:
+        rest = _send_each(group, endpoint, trigger, made)
+    finally:
+        if reservation is not None:
+            _finish(reservation, len(made))
+    result.outcomes += record_attempts(made, lease, trigger)
+    if rest:
+        release([delivery.pk for delivery in rest], lease)
+        result.released += [(delivery.pk, delivery.endpoint_id) for delivery in rest]
+        result.released_failing = result.released_failing or made[-1].verdict != Verdict.SUCCEEDED
+
+
+def _send_each(group: list[Delivery], endpoint, trigger: str, made: list[AssessedAttempt]) -> list[Delivery]:
+    """POST each delivery of `group` in turn, appending to `made`; stop at the first that does
+    not succeed or when the batch's time is up, and return those left unsent."""
     secrets = endpoint.live_secrets()
     client_certificate = getattr(endpoint, "client_certificate", None)  # None: no mTLS
     policy = RetryPolicy.from_settings()
     # Within the lease's margin too: the last send may take a whole request timeout after this.
     stop_at = time.monotonic() + min(webhook_settings.SEND_BATCH_SECONDS, webhook_settings.CLAIM_MARGIN / 2)
-    made: list[AssessedAttempt] = []
-    rest: list[Delivery] = []
     for index, delivery in enumerate(group):
         body = render_body(delivery.event)
         started_at = timezone.now()
@@ -169,10 +195,38 @@ def _send_group(group: list[Delivery], lease: datetime, trigger: str, result: Ba
             sent = transport.post(endpoint.url, body, dict(headers), client_certificate=client_certificate)
         made.append(assess(delivery, trigger, started_at, headers, body, sent, secrets, policy))
         if made[-1].verdict != Verdict.SUCCEEDED or time.monotonic() > stop_at:
-            rest = group[index + 1 :]
-            break
-    result.outcomes += record_attempts(made, lease, trigger)
-    if rest:
-        release([delivery.pk for delivery in rest], lease)
-        result.released += [(delivery.pk, delivery.endpoint_id) for delivery in rest]
-        result.released_failing = result.released_failing or made[-1].verdict != Verdict.SUCCEEDED
+            return group[index + 1 :]
+    return []
+
+
+def _finish(reservation: rate_limits.Reservation, used: int) -> None:
+    """Give back the rate limit's slots the batch did not use. If that fails, they free by
+    themselves once their hold has passed: later sends wait a little longer, nothing breaks."""
+    try:
+        rate_limits.finish(reservation, used)
+    except Exception:
+        logger.exception("endpoint %s: could not finish a rate-limit reservation", reservation.endpoint_id)
+
+
+def _wait_for_rate(waiting: list[Delivery], lease: datetime, endpoint, result: BatchResult) -> None:
+    """Deliveries that got no slot of their endpoint's rate limit wait for one, oldest first,
+    spread over the times slots are expected to free (one send batch per slot-batch interval)
+    so that they do not all wake at once; no attempt is spent."""
+    now = timezone.now()
+    first = max(rate_limits.next_free_at(endpoint) or now, now)
+    size = webhook_settings.SEND_BATCH_SIZE
+    interval = timedelta(seconds=endpoint.rate_limit_period * size / endpoint.rate_limit)
+    for start in range(0, len(waiting), size):
+        ids = [delivery.pk for delivery in waiting[start : start + size]]
+        until = first + interval * (start // size)
+        soon = (until - now).total_seconds() <= webhook_settings.MAX_COUNTDOWN
+        wait_for_rate(ids, lease, until, requeue_window(until) if soon else None)
+        result.rate_waits.append((ids, until if soon else None))
+    logger.info(
+        "endpoint %s: %s deliveries wait for its rate limit (%s per %s s), from %s",
+        endpoint.pk,
+        len(waiting),
+        endpoint.rate_limit,
+        endpoint.rate_limit_period,
+        first.isoformat(),
+    )

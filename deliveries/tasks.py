@@ -157,11 +157,15 @@ def send_many_task(delivery_ids: list[int], trigger: str = AttemptTrigger.AUTOMA
 
 
 def _follow_up(batch: BatchResult) -> None:
-    """Soon retries back to the broker with their ETA; a batch's unsent rest back to a lane."""
+    """Soon retries back to the broker with their ETA; a batch's unsent rest back to a lane;
+    deliveries waiting for their endpoint's rate limit to the broker for when a slot frees."""
     for outcome in batch.outcomes:
         if outcome.retry_at is not None:
             enqueue_sends([outcome.delivery_id], eta=outcome.retry_at, queue=RETRY_QUEUE)
     enqueue_due(Due(pk, endpoint_id, batch.released_failing) for pk, endpoint_id in batch.released)
+    for ids, at in batch.rate_waits:
+        if at is not None:  # else the sweep sends them when due
+            _publish([ids], DELIVERY_QUEUE, eta=at)
 
 
 @shared_task(name="deliveries.sweep_due", **TASK_OPTIONS)

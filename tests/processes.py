@@ -321,6 +321,26 @@ PUBLISH_SCRIPT = textwrap.dedent(
 )
 
 
+PUBLISH_EVENTS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import django
+    django.setup()
+    from django.db import transaction
+    from deliveries import publish, publish_many
+    events, each = json.loads(sys.argv[1]), sys.argv[2] == "True"
+    if each:
+        for item in events:
+            with transaction.atomic():
+                publish(item.pop("type"), item.pop("data"), **item)
+    else:
+        for start in range(0, len(events), 100):
+            with transaction.atomic():
+                publish_many(events[start : start + 100])
+    """
+)
+
+
 @dataclass
 class Processes:
     """The child processes of one test. Build it with the test database's URL; `close()` ends
@@ -409,6 +429,18 @@ class Processes:
         env.update(FAST_SETTINGS, DATABASE_URL=self.database_url, CELERY_BROKER_URL=broker_url)
         child = Child(name, [sys.executable, *argv], env, self.log_dir / f"{name}.log")
         return self._track(child).start()
+
+    def publish_events(self, broker: Broker, events: list[dict], each: bool = True, timeout: float = 60.0) -> None:
+        """Publish `events` (dicts of publish_many's keys: type, data, tenant, ordering_key...)
+        from a separate process, in order: each with publish() in its own transaction (`each`),
+        or with publish_many() 100 to a transaction. Fails if it does not finish in time."""
+        child = self.python("publish-events", ["-c", PUBLISH_EVENTS_SCRIPT, json.dumps(events), str(each)], broker.url)
+        try:
+            returncode = child.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise AssertionError(f"publishing {len(events)} events took over {timeout} s") from None
+        assert returncode == 0, f"publishing failed (exit code {returncode}):\n{child.tail()}"
 
     def close(self) -> None:
         """Kill every process still running, newest first, and print every log's tail."""

@@ -8,8 +8,6 @@ has finished; other keys keep flowing. Each test prints what it measured (`-rP`)
 import itertools
 import json
 import random
-import sys
-import textwrap
 import threading
 from collections import defaultdict
 
@@ -19,36 +17,13 @@ from deliveries.models import Delivery, DeliveryStatus, OrderingKey, ParkedReaso
 from deliveries.operations import cancel_deliveries, retry_deliveries
 from endpoints.models import Endpoint
 from tests.conftest import celery_broker, wait_until
-from tests.processes import Child
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(120)]
 
-# Publishes events from its own process (a web process), each in its own transaction, in the
-# order given: argv[1] is a JSON list of [type, data, ordering_key].
-PUBLISH_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import django
-    django.setup()
-    from django.db import transaction
-    from deliveries import publish
-    for event_type, data, key in json.loads(sys.argv[1]):
-        with transaction.atomic():
-            publish(event_type, data, ordering_key=key)
-    print("PUBLISHED", flush=True)
-    """
-)
-
 
 def publish_from_process(processes, broker, events: list[tuple[str, dict, str | None]]) -> None:
-    child = Child(
-        "publisher",
-        [sys.executable, "-c", PUBLISH_SCRIPT, json.dumps(events)],
-        processes.env(broker),
-        processes.log_dir / "publisher.log",
-    )
-    processes._track(child).start()
-    assert child.process.wait(timeout=60) == 0, child.tail()
+    """Each event published in its own transaction, in this order, by another process."""
+    processes.publish_events(broker, [{"type": t, "data": d, "ordering_key": k} for t, d, k in events])
 
 
 class FlakyFirstAttempts:
