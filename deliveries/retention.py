@@ -35,6 +35,7 @@ class RetentionReport:
 
     succeeded_deliveries: int = 0
     failed_deliveries: int = 0
+    cancelled_deliveries: int = 0
     attempts: int = 0
     events: int = 0
     expired_secrets: int = 0
@@ -72,10 +73,11 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     events that have no deliveries left; then expired endpoint secrets.
 
     Succeeded deliveries go WEBHOOKS_RETENTION_SUCCEEDED_DAYS after they finished (`updated_at`),
-    failed ones (the dead letter) WEBHOOKS_RETENTION_FAILED_DAYS after; pending ones never, however
-    old. An event goes once it is older than the longer of the two periods, was fanned out and
-    has no delivery left. Its idempotency key goes with it: publishing with the same key
-    afterwards creates (and sends) a new event, so keys deduplicate only within that period.
+    failed ones (the dead letter) and those an operator cancelled WEBHOOKS_RETENTION_FAILED_DAYS
+    after (both are kept for operators to retry); pending ones never, however old. An event goes
+    once it is older than the longer of the two periods, was fanned out and has no delivery left.
+    Its idempotency key goes with it: publishing with the same key afterwards creates (and
+    sends) a new event, so keys deduplicate only within that period.
     An expired secret goes unless it is the newest of its endpoint: every endpoint keeps at
     least one secret, and a live secret is never deleted.
     The customers' API's Idempotency-Key answers go after 24 hours.
@@ -90,6 +92,7 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     batch_size = webhook_settings.RETENTION_BATCH_SIZE
     succeeded, succeeded_attempts = _purge_deliveries(DeliveryStatus.SUCCEEDED, cutoffs.succeeded, batch_size)
     failed, failed_attempts = _purge_deliveries(DeliveryStatus.FAILED, cutoffs.failed, batch_size)
+    cancelled, cancelled_attempts = _purge_deliveries(DeliveryStatus.CANCELLED, cutoffs.failed, batch_size)
     events = _delete_in_batches(
         lambda: _old_events(cutoffs).filter(~Exists(Delivery.objects.filter(event_id=OuterRef("pk")))),
         Event,
@@ -100,7 +103,8 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     return RetentionReport(
         succeeded_deliveries=succeeded,
         failed_deliveries=failed,
-        attempts=succeeded_attempts + failed_attempts,
+        cancelled_deliveries=cancelled,
+        attempts=succeeded_attempts + failed_attempts + cancelled_attempts,
         events=events,
         expired_secrets=secrets,
         idempotency_keys=keys,
@@ -114,7 +118,7 @@ def _old_deliveries(status: str, cutoff: datetime) -> QuerySet:
 
 def _purgeable_deliveries(cutoffs: Cutoffs) -> Q:
     return Q(status=DeliveryStatus.SUCCEEDED, updated_at__lt=cutoffs.succeeded) | Q(
-        status=DeliveryStatus.FAILED, updated_at__lt=cutoffs.failed
+        status__in=[DeliveryStatus.FAILED, DeliveryStatus.CANCELLED], updated_at__lt=cutoffs.failed
     )
 
 
@@ -143,6 +147,7 @@ def _count_purgeable(cutoffs: Cutoffs) -> RetentionReport:
     return RetentionReport(
         succeeded_deliveries=_old_deliveries(DeliveryStatus.SUCCEEDED, cutoffs.succeeded).count(),
         failed_deliveries=_old_deliveries(DeliveryStatus.FAILED, cutoffs.failed).count(),
+        cancelled_deliveries=_old_deliveries(DeliveryStatus.CANCELLED, cutoffs.failed).count(),
         attempts=DeliveryAttempt.objects.filter(delivery__in=Delivery.objects.filter(purgeable)).count(),
         # Events the delivery purge leaves without deliveries count too: a real run deletes them.
         events=_old_events(cutoffs).filter(~Exists(kept)).count(),
@@ -193,11 +198,12 @@ def retention_task(report_only: bool = False) -> dict:
     """Beat's daily purge (see purge_old_deliveries); logs one line with the counts."""
     report = purge_old_deliveries(report_only=report_only)
     logger.info(
-        "retention: report_only=%s succeeded_deliveries=%s failed_deliveries=%s attempts=%s events=%s "
-        "expired_secrets=%s",
+        "retention: report_only=%s succeeded_deliveries=%s failed_deliveries=%s cancelled_deliveries=%s "
+        "attempts=%s events=%s expired_secrets=%s",
         report.report_only,
         report.succeeded_deliveries,
         report.failed_deliveries,
+        report.cancelled_deliveries,
         report.attempts,
         report.events,
         report.expired_secrets,

@@ -5,7 +5,8 @@ package, `deliveries/admin/`, not here.
   send a test event / rotate secret / replay failures): `deliveries/admin/endpoint_admin.py`,
   its actions in `endpoint_actions.py`, the new-secrets page shown once in `new_secrets.py`.
 - Events (read-only, with the deliveries each one made): `deliveries/admin/event_admin.py`.
-- Deliveries (every attempt, Retry now): `deliveries/admin/delivery_admin.py`.
+- Deliveries (every attempt, why one waits, Retry now, Cancel): `deliveries/admin/delivery_admin.py`
+  with `waiting.py`; ordering keys and the delivery each one waits for: `ordering_key_admin.py`.
 - Shared pieces: `common.py` (permission-checked actions, capped counts), `filters.py`,
   `forms.py`; templates in `deliveries/templates/deliveries/admin/`.
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
-from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event
+from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus, Event, OrderingKey
 from endpoints.models import Endpoint
 
 # Everything an operator does, and the view permissions to see the screens.
@@ -21,6 +21,7 @@ OPERATOR_PERMISSIONS = (
     "deliveries.view_delivery",
     "deliveries.retry_delivery",
     "deliveries.replay_delivery",
+    "deliveries.cancel_delivery",
 )
 VIEW_PERMISSIONS = ("endpoints.view_endpoint", "deliveries.view_event", "deliveries.view_delivery")
 PASSWORD = "correct horse battery staple"
@@ -83,3 +84,35 @@ def make_delivery(
     Delivery.objects.filter(pk=delivery.pk).update(updated_at=finished_at)  # auto_now applies on save()
     delivery.refresh_from_db()
     return delivery
+
+
+def waiting_fields(waiting: str, now: datetime | None = None) -> dict:
+    """The scheduling fields of a pending delivery in one `deliveries.backlog.Waiting` state, as
+    deliveries.scheduling leaves them."""
+    now = now or timezone.now()
+    return {
+        "due": {"next_attempt_at": now - timedelta(seconds=1)},
+        "sending": {"next_attempt_at": now - timedelta(seconds=1), "locked_until": now + timedelta(minutes=1)},
+        "retry": {"next_attempt_at": now + timedelta(minutes=5)},
+        "rate_limit": {"next_attempt_at": now + timedelta(seconds=10), "parked_reason": "rate_limit"},
+        "unrecorded": {"next_attempt_at": None, "parked_reason": ""},
+    }.get(waiting, {"next_attempt_at": None, "parked_reason": waiting})
+
+
+def make_waiting(endpoint: Endpoint, waiting: str, **fields) -> Delivery:
+    """A pending delivery (one failed attempt behind it) waiting in state `waiting`; `fields`
+    overrides (e.g. ordering_key, sequence)."""
+    delivery = make_delivery(endpoint, DeliveryStatus.PENDING, response_status=500)
+    Delivery.objects.filter(pk=delivery.pk).update(**{**waiting_fields(waiting), **fields})
+    delivery.refresh_from_db()
+    return delivery
+
+
+def make_chain(endpoint: Endpoint, key: str, length: int, head_waiting: str = "retry") -> list[Delivery]:
+    """`length` deliveries of one ordering key in sequence: the first (the head) waiting in
+    `head_waiting`, the others parked behind it, as deliveries.ordering leaves them."""
+    OrderingKey.objects.create(endpoint=endpoint, key=key, last_sequence=length)
+    return [
+        make_waiting(endpoint, head_waiting if n == 1 else "ordering", ordering_key=key, sequence=n)
+        for n in range(1, length + 1)
+    ]

@@ -511,6 +511,7 @@ ACTIONS = [
     ("endpoint", "rotate_secrets", {"apply": "Rotate", "grace_hours": "24"}),
     ("endpoint", "replay_failed", {"apply": "Replay", "since": "2026-01-01T00:00"}),
     ("delivery", "retry_now", {}),
+    ("delivery", "cancel_pending", {}),
 ]
 
 

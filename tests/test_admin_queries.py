@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from deliveries.admin import common, endpoint_admin
 from deliveries.endpoint_stats import within_time_limit
-from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, OrderingKey
 from endpoints.models import Endpoint
-from tests.operators import make_delivery, make_staff
+from tests.operators import make_delivery, make_staff, waiting_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -127,6 +127,68 @@ def test_the_row_count_stops_at_the_cap(monkeypatch):
         "3 deliveries"
         in client.get(PAGES["deliveries"] + f"?endpoint={endpoint.pk}&status__exact=failed").content.decode()
     )
+
+
+HEAD_STATES = ("retry", "breaker", "due", "rate_limit", "sending")
+LOOSE_STATES = ("due", "retry", "rate_limit", "disabled", "unverified", "unrecorded")
+
+
+def grow_chains(chains: int) -> None:
+    """Bulk-create up to `chains` ordering keys over two endpoints, each with a head (in one of
+    HEAD_STATES) and a delivery waiting behind it, and beside each key a pending delivery without
+    a key (in one of LOOSE_STATES); the newest rows of the list mix them all."""
+    endpoints = [Endpoint.objects.get_or_create(url=f"https://ordered-{n}.example.com/hook")[0] for n in range(2)]
+    now = timezone.now()
+    first = OrderingKey.objects.count()
+    added = range(first, chains)
+    events = iter(
+        Event.objects.bulk_create(
+            [Event(type="order.paid", payload={}, fanned_out_at=now) for _ in range(3 * len(added))]
+        )
+    )
+    keys, deliveries = [], []
+    for n in added:
+        endpoint, key = endpoints[n % 2], f"key-{n}"
+        keys.append(OrderingKey(endpoint=endpoint, key=key, last_sequence=2))
+        head = waiting_fields(HEAD_STATES[n % len(HEAD_STATES)], now)
+        deliveries += [
+            Delivery(event=next(events), endpoint=endpoint, ordering_key=key, sequence=1, attempt_count=1,
+                     last_error="HTTP 500", **head),
+            Delivery(event=next(events), endpoint=endpoint, ordering_key=key, sequence=2,
+                     **waiting_fields("ordering", now)),
+            Delivery(event=next(events), endpoint=endpoint, **waiting_fields(LOOSE_STATES[n % len(LOOSE_STATES)], now)),
+        ]  # fmt: skip
+    OrderingKey.objects.bulk_create(keys, batch_size=2000)
+    Delivery.objects.bulk_create(deliveries, batch_size=2000)
+    assert OrderingKey.objects.count() == chains
+
+
+WAITING_PAGES = {
+    "deliveries": reverse("admin:deliveries_delivery_changelist"),
+    "deliveries behind their key": reverse("admin:deliveries_delivery_changelist") + "?waiting=ordering",
+    "ordering keys": reverse("admin:deliveries_orderingkey_changelist"),
+    "blocked ordering keys": reverse("admin:deliveries_orderingkey_changelist") + "?chain=blocked",
+    "endpoints": reverse("admin:endpoints_endpoint_changelist"),
+    "events": reverse("admin:deliveries_event_changelist"),
+}
+
+
+def test_waiting_deliveries_and_ordering_keys_make_as_many_queries_with_1000_rows_as_with_10():
+    # Given a staff operator, and first 10 then 1,000 ordering keys, each with a head and a
+    # delivery behind it (every row of the list says why it waits, with a link to its head)
+    client = Client()
+    client.force_login(make_staff("operator"))
+
+    counts = {}
+    for rows in (10, 1000):
+        grow_chains(rows)
+        for name, url in WAITING_PAGES.items():
+            counts[name, rows] = len(queries_of(client, url))
+        page = client.get(WAITING_PAGES["deliveries"]).content.decode()
+        assert page.count('class="webhooks-blocking-head"') == min(rows, 100 // 3)  # one per key on the page
+
+    for name in WAITING_PAGES:
+        assert counts[name, 10] == counts[name, 1000], (name, counts)
 
 
 def sleep_in_the_database(seconds: float) -> str:

@@ -107,8 +107,11 @@ def test_deliveries_filter_by_endpoint_event_and_status_and_read_with_attempts(a
     assert by(event=first["event"].webhook_id) == [first["delivery"].pk]
     assert by(status="succeeded") == [second["delivery"].pk]
     assert acme.get(API + "deliveries/", {"status": "lost"}).json() == {
-        "status": ["Use one of: pending, succeeded, failed."]
+        "status": ["Use one of: pending, succeeded, failed, cancelled."]
     }
+    Delivery.objects.filter(pk=first["delivery"].pk).update(status=DeliveryStatus.CANCELLED)
+    assert by(status="cancelled") == [first["delivery"].pk]
+    assert acme.get(API + f"deliveries/{first['delivery'].pk}/").json()["status"] == "cancelled"
     detail = acme.get(API + f"deliveries/{first['delivery'].pk}/").json()
     assert [a["number"] for a in detail["attempts"]] == [1]
     assert detail["attempts"][0]["request_headers"] == {

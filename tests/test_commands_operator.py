@@ -1,5 +1,5 @@
-"""The operator commands: send_test_event, retry_failed, webhook_stats. Real PostgreSQL, and a
-real worker and receiver where something is sent."""
+"""The operator commands: send_test_event, retry_failed, cancel_deliveries, webhook_stats. Real
+PostgreSQL, and a real worker and receiver where something is sent."""
 
 import json
 from datetime import timedelta
@@ -17,7 +17,7 @@ from deliveries.models import AttemptTrigger, Delivery, DeliveryAttempt, Deliver
 from deliveries.operations import TEST_EVENT_TYPE
 from endpoints.models import Endpoint
 from tests.conftest import wait_until
-from tests.operators import VIEW_PERMISSIONS, make_delivery, make_staff
+from tests.operators import VIEW_PERMISSIONS, make_chain, make_delivery, make_staff, make_waiting
 
 
 def run(*args) -> tuple[str, str]:
@@ -206,6 +206,30 @@ def test_retry_failed_leaves_disabled_endpoints_and_says_so(endpoint):
     assert out.strip() == "0 deliveries queued; skipped 1 endpoint disabled (enable it first)."
 
 
+# --- cancel_deliveries ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_cancel_deliveries_cancels_pending_ones_and_the_next_of_their_key_goes(endpoint):
+    head, behind = make_chain(endpoint, "order-7", 2)
+    failed = make_delivery(endpoint)
+
+    out, _ = run("cancel_deliveries", str(head.pk), str(failed.pk), "999999", "--json")
+
+    assert json.loads(out) == {
+        "cancelled": 1,
+        "cancelled_ids": [head.pk],
+        "skipped": {"already finished": 1, "no longer exists": 1},
+    }
+    assert Delivery.objects.get(pk=head.pk).status == DeliveryStatus.CANCELLED
+    behind.refresh_from_db()
+    assert (behind.parked_reason, behind.next_attempt_at is not None) == ("", True)  # due now
+    make_staff("viewer", VIEW_PERMISSIONS)
+    with pytest.raises(CommandError, match=r"lacks the permission deliveries\.cancel_delivery"):
+        run("cancel_deliveries", str(behind.pk), "--as-user", "viewer")
+    assert run("cancel_deliveries", str(behind.pk))[0] == "1 delivery cancelled.\n"
+
+
 # --- webhook_stats -------------------------------------------------------------------------------
 
 
@@ -232,12 +256,14 @@ def test_webhook_stats_lists_rates_and_backlog_worst_first(endpoint):
         "endpoints": 2,
         "pending": 1,
         "due_now": 1,
+        "parked": {"breaker": 0, "ordering": 0, "disabled": 0, "unverified": 0, "unrecorded": 0},
         "failed": 1,
         "oldest_due_seconds": pytest.approx(report["totals"]["oldest_due_seconds"]),
     }
     lines = table.splitlines()
     assert lines[0].split() == [
-        "ID", "STATE", "TENANT", "URL", "SUCCESS", "24H", "ATTEMPTS", "LAST", "SUCCESS", "PENDING", "DUE", "FAILED"
+        "ID", "STATE", "TENANT", "URL", "SUCCESS", "24H", "ATTEMPTS", "LAST", "SUCCESS",
+        "PENDING", "DUE", "RETRY", "RATE", "LIMITED", "PARKED", "FAILED",
     ]  # fmt: skip
     assert "33.3 %" in lines[1] and endpoint.url in lines[1]
     assert lines[-1].startswith("2 endpoints; 1 pending (1 due now, the oldest due for")
@@ -259,6 +285,54 @@ def test_webhook_stats_filters_by_tenant_and_state(endpoint):
         run("webhook_stats", "--as-user", "nobody-in-particular")
     make_staff("viewer", VIEW_PERMISSIONS)
     assert len(ids("--as-user", "viewer")) == 3
+
+
+@pytest.mark.django_db
+def test_webhook_stats_says_why_deliveries_wait_per_endpoint_and_which_head_holds_each_key(endpoint):
+    # Given an endpoint with deliveries waiting for a retry, the rate limit, its breaker, and
+    # two keys held up by their heads; and another endpoint with one disabled delivery
+    for state in ("retry", "rate_limit", "breaker", "breaker", "due"):
+        make_waiting(endpoint, state)
+    head, *_ = make_chain(endpoint, "order-7", 3)
+    other_head, _ = make_chain(endpoint, "order-8", 2, head_waiting="breaker")
+    other = Endpoint.objects.create(url="https://other.example.com/hook", tenant="acme")
+    make_waiting(other, "unrecorded")
+
+    report = json.loads(run("webhook_stats", "--json", "--keys", "5")[0])
+    table, _ = run("webhook_stats", "--keys", "5")
+
+    rows = {row["id"]: row for row in report["endpoints"]}
+    assert rows[endpoint.pk]["waiting"] == {"due": 1, "sending": 0, "retry": 2, "rate_limit": 1}
+    assert rows[endpoint.pk]["parked"] == {"breaker": 3, "ordering": 3, "disabled": 0, "unverified": 0, "unrecorded": 0}
+    assert rows[endpoint.pk]["pending"] == 10 and rows[endpoint.pk]["due_now"] == 1
+    assert rows[endpoint.pk]["rate_limit"] is None
+    assert rows[other.pk]["parked"]["unrecorded"] == 1
+    assert report["totals"]["parked"] == {"breaker": 3, "ordering": 3, "disabled": 0, "unverified": 0, "unrecorded": 1}
+    assert [(k["key"], k["waiting_behind"], k["head"]["id"], k["head"]["waiting"]) for k in report["blocked_keys"]] == [
+        ("order-7", 2, head.pk, "retry"),
+        ("order-8", 1, other_head.pk, "breaker"),
+    ]
+    assert report["blocked_keys"][0]["head"]["last_error"] == "HTTP 500"
+    # The table: a line under each endpoint with parked deliveries, the totals, the keys
+    lines = table.splitlines()
+    row = lines.index(next(line for line in lines if endpoint.url in line))
+    assert lines[row].split()[-6:] == ["10", "1", "2", "1", "6", "0"]  # pending, due, retry, rate, parked, failed
+    assert lines[row + 1].strip() == "parked: 3 circuit breaker, 3 behind their ordering key"
+    assert "11 pending (1 due now, the oldest due for" in table
+    assert "; 7 parked (3 circuit breaker, 3 behind their ordering key, 1 no reason recorded); 0 failed" in table
+    [order_7] = [line for line in lines if "order-7" in line]
+    assert order_7.split() == [
+        str(endpoint.pk),
+        "order-7",
+        "2",
+        str(head.pk),
+        "1",
+        "retry",
+        "schedule",
+        "1",
+        "HTTP",
+        "500",
+    ]
 
 
 # --- shared parts --------------------------------------------------------------------------------

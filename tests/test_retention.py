@@ -89,6 +89,22 @@ def test_failed_delivery_is_kept_until_its_longer_period_then_deleted(make_deliv
     assert not _exists(failed)
 
 
+def test_cancelled_delivery_is_kept_and_purged_like_a_failed_one(make_delivery):
+    # Given a delivery an operator cancelled 31 days ago
+    cancelled = make_delivery(DeliveryStatus.CANCELLED, 31 * DAY, attempts=2)
+
+    # When retention runs now, it stays (it can still be retried), as a failed one would
+    assert purge_old_deliveries() == RetentionReport()
+    assert _exists(cancelled)
+
+    # When it runs after the failed deliveries' period, it goes with its attempts
+    later = timezone.now() + 60 * DAY
+    assert purge_old_deliveries(report_only=True, now=later).cancelled_deliveries == 1
+    report = purge_old_deliveries(now=later)
+    assert (report.cancelled_deliveries, report.attempts) == (1, 2)
+    assert not _exists(cancelled)
+
+
 def test_pending_delivery_is_never_deleted_however_old(make_delivery):
     pending = make_delivery(DeliveryStatus.PENDING, 3650 * DAY)
 
@@ -296,6 +312,7 @@ def test_command_json_output_parses_and_matches_what_was_deleted(make_delivery):
     assert json.loads(out.getvalue()) == {
         "succeeded_deliveries": 1,
         "failed_deliveries": 1,
+        "cancelled_deliveries": 0,
         "attempts": 5,
         "events": 1,  # the 91-day-old one; the 31-day-old event is within the event period
         "expired_secrets": 0,
@@ -327,6 +344,7 @@ def test_task_purges_and_returns_the_counts(make_delivery, caplog):
     assert result == {
         "succeeded_deliveries": 1,
         "failed_deliveries": 0,
+        "cancelled_deliveries": 0,
         "attempts": 1,
         "events": 0,
         "expired_secrets": 0,

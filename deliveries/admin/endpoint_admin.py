@@ -21,6 +21,7 @@ from endpoints.app_settings import webhook_settings
 from endpoints.models import Endpoint, SignatureScheme, VerificationStatus
 from endpoints.signature_formats import DEFAULT_SIGNATURE_HEADER, SCHEME_TRAITS, SIGNATURE_PRESETS, matching_preset
 
+from ..backlog import backlog_by_endpoint
 from ..endpoint_stats import (
     RATE_WINDOW,
     EndpointState,
@@ -32,6 +33,7 @@ from ..endpoint_stats import (
 from . import new_secrets
 from .common import PermissionCheckedActionsMixin, ids_of, user_may
 from .endpoint_actions import EndpointActions
+from .endpoint_backlog import backlog_line, backlog_table
 from .filters import EndpointStateFilter, TenantFilter
 from .forms import EndpointForm
 from .signing_keys import SigningKeysAdminMixin
@@ -51,7 +53,8 @@ RATE_LIMIT_NOTE = (
 
 
 class EndpointChangeList(ChangeList):
-    """Adds each listed endpoint's success rate, from one query for the whole page.
+    """Adds each listed endpoint's success rate and its backlog by what the deliveries wait
+    for, from one query each for the whole page.
 
     That query reads every attempt of the last 24 h; past a few million a day it would hold
     the page for seconds, so it gets RATES_TIME_LIMIT_MS and the column then says "n/a"
@@ -63,8 +66,10 @@ class EndpointChangeList(ChangeList):
         self.result_list = list(self.result_list)
         ids = ids_of(self.result_list)
         rates = within_time_limit(RATES_TIME_LIMIT_MS, lambda: attempt_rates(ids))
+        backlogs = backlog_by_endpoint(ids, timezone.now())
         for endpoint in self.result_list:
             endpoint.attempt_rate = RATES_UNKNOWN if rates is None else rates.get(endpoint.pk)
+            endpoint.backlog = backlogs[endpoint.pk]
 
 
 def _deliveries_url(endpoint: Endpoint, status: str) -> str:
@@ -109,6 +114,7 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
         "secrets_summary",
         "signature_summary",
         "delivery_figures",
+        "backlog_display",
         "created_at",
         "updated_at",
     )
@@ -141,6 +147,7 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
                         "failing_since",
                         "verification_display",
                         "delivery_figures",
+                        "backlog_display",
                     )
                 },
             ),
@@ -256,7 +263,11 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
     def pending(self, endpoint: Endpoint) -> str:
         if not endpoint.pending_count:
             return "0"
-        return format_html('<a href="{}">{}</a>', _deliveries_url(endpoint, "pending"), endpoint.pending_count)
+        link = format_html('<a href="{}">{}</a>', _deliveries_url(endpoint, "pending"), endpoint.pending_count)
+        backlog = getattr(endpoint, "backlog", None)  # lists only: the page's figures (EndpointChangeList)
+        if not backlog:
+            return link
+        return format_html('{}<br><span class="quiet">{}</span>', link, backlog_line(backlog))
 
     @admin.display(description="failed", ordering="failed_count")
     def failed(self, endpoint: Endpoint) -> str:
@@ -274,6 +285,10 @@ class EndpointAdmin(SigningKeysAdminMixin, EndpointActions, PermissionCheckedAct
             self.failed(endpoint),
             reverse("admin:deliveries_delivery_changelist") + f"?endpoint={endpoint.pk}",
         )
+
+    @admin.display(description="backlog")
+    def backlog_display(self, endpoint: Endpoint) -> str:
+        return backlog_table(endpoint, backlog_by_endpoint([endpoint.pk], timezone.now())[endpoint.pk])
 
     @admin.display(description="signing secrets")
     def secrets_summary(self, endpoint: Endpoint) -> str:

@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from ..endpoint_stats import deliveries_with_status
@@ -17,6 +18,7 @@ from ..models import DeliveryStatus, Event
 from ..sending import render_body
 from .common import ReadOnlyHistoryAdmin, parse_event_id, plural, pretty_json
 from .filters import EventTypeFilter, TenantFilter
+from .waiting import attach_blocking_heads, waiting_html
 
 DELIVERIES_SHOWN = 100
 
@@ -55,6 +57,7 @@ class EventAdmin(ReadOnlyHistoryAdmin):
                 pending_count=_deliveries_by_status(DeliveryStatus.PENDING),
                 succeeded_count=_deliveries_by_status(DeliveryStatus.SUCCEEDED),
                 failed_count=_deliveries_by_status(DeliveryStatus.FAILED),
+                cancelled_count=_deliveries_by_status(DeliveryStatus.CANCELLED),
             )
         )
 
@@ -81,6 +84,7 @@ class EventAdmin(ReadOnlyHistoryAdmin):
             (event.succeeded_count, "succeeded", "#2e7d32"),
             (event.failed_count, "failed", "#c62828"),
             (event.pending_count, "pending", "#8a6d00"),
+            (event.cancelled_count, "cancelled", "#6b6b6b"),
         ]
         shown = [(color, n, label) for n, label, color in parts if n]
         if not shown:
@@ -112,12 +116,17 @@ class EventAdmin(ReadOnlyHistoryAdmin):
     def deliveries_table(self, event: Event) -> str:
         deliveries = list(event.deliveries.select_related("endpoint").order_by("pk")[: DELIVERIES_SHOWN + 1])
         total = len(deliveries)
+        deliveries = deliveries[:DELIVERIES_SHOWN]
+        now = timezone.now()
+        attach_blocking_heads(deliveries, now)
+        for delivery in deliveries:
+            delivery.waiting = waiting_html(delivery, now)
         if total > DELIVERIES_SHOWN:
             total = event.deliveries.count()
         return render_to_string(
             "deliveries/admin/event_deliveries.html",
             {
-                "deliveries": deliveries[:DELIVERIES_SHOWN],
+                "deliveries": deliveries,
                 "total": total,
                 "total_text": plural(total, "delivery", "deliveries"),
                 "all_url": reverse("admin:deliveries_delivery_changelist") + f"?event={event.webhook_id}",

@@ -3,7 +3,9 @@
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
+from ..backlog import Waiting, waiting_condition
 from ..endpoint_stats import EndpointState, filter_by_state
 
 
@@ -92,6 +94,16 @@ class DeliveryEventTypeFilter(EventTypeFilter):
     field = "event__type"
 
 
+class OrderingKeyFilter(InputFilter):
+    title = "ordering key"
+    parameter_name = "key"
+    placeholder = "exact key"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = (self.value() or "").strip()
+        return queryset.filter(ordering_key=value) if value else queryset
+
+
 class EventIdFilter(InputFilter):
     title = "event id"
     parameter_name = "event"
@@ -121,3 +133,21 @@ class EndpointStateFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return filter_by_state(queryset, self.value()) if self.value() else queryset
+
+
+class WaitingFilter(admin.SimpleListFilter):
+    """Pending deliveries by what they wait for (deliveries.backlog.Waiting)."""
+
+    title = "waiting for"
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return Waiting.choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if not value:
+            return queryset
+        if value not in Waiting.values:
+            return queryset.none()
+        return queryset.filter(waiting_condition(value, timezone.now()))

@@ -103,5 +103,5 @@ class Command(BaseCommand):
             return f"{line}: delivered (HTTP {result['last_status_code']})"
         if not result.get("attempts"):
             return f"{line}: no attempt yet (is a worker running?)"
-        outcome = "failed" if result["status"] == DeliveryStatus.FAILED else "retrying"
+        outcome = "retrying" if result["status"] == DeliveryStatus.PENDING else result["status"]  # failed, cancelled
         return f"{line}: {outcome} ({result['last_error']})"

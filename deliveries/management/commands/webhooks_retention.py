@@ -15,6 +15,7 @@ from endpoints.app_settings import webhook_settings
 ROWS = (
     ("succeeded_deliveries", "Succeeded deliveries"),
     ("failed_deliveries", "Failed deliveries"),
+    ("cancelled_deliveries", "Cancelled deliveries"),
     ("attempts", "Attempts of those deliveries"),
     ("events", "Events without deliveries"),
     ("expired_secrets", "Expired endpoint secrets"),
@@ -22,7 +23,9 @@ ROWS = (
 
 
 class Command(BaseCommand):
-    help = "Purge old succeeded/failed deliveries, their attempts, old events and expired secrets, in batches."
+    help = (
+        "Purge old succeeded/failed/cancelled deliveries, their attempts, old events and expired secrets, in batches."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--report-only", action="store_true", help="Count what would be deleted; delete nothing.")
@@ -41,6 +44,7 @@ class Command(BaseCommand):
         ages = {
             "succeeded_deliveries": succeeded_days,
             "failed_deliveries": failed_days,
+            "cancelled_deliveries": failed_days,
             "events": max(succeeded_days, failed_days),
         }
         width = max(len(label) for _, label in ROWS)
