@@ -22,6 +22,7 @@ from django.db.models import Case, Count, Q, Value, When
 
 from endpoints.models import Endpoint
 
+from . import ordering
 from .models import Delivery, DeliveryStatus, ParkedReason
 
 __all__ = [
@@ -135,31 +136,9 @@ def _chain_match(chains: set[Chain]) -> Q:
 
 
 def blocking_heads(chains: Iterable[Chain]) -> dict[Chain, Delivery]:
-    """For each chain, the delivery the rest of it waits for, as `ordering.blocking_head` finds
-    it (the lowest sequence pending and not itself parked for ordering), in one query."""
-    chains = set(chains)
-    if not chains:
-        return {}
-    heads = (
-        Delivery.objects.filter(_chain_match(chains), status=DeliveryStatus.PENDING)
-        .exclude(parked_reason=ParkedReason.ORDERING)
-        .order_by("endpoint_id", "ordering_key", "sequence")
-        .distinct("endpoint_id", "ordering_key")
-        .only(
-            "pk",
-            "endpoint_id",
-            "ordering_key",
-            "sequence",
-            "status",
-            "attempt_count",
-            "next_attempt_at",
-            "locked_until",
-            "parked_reason",
-            "last_status_code",
-            "last_error",
-        )
-    )
-    return {(head.endpoint_id, head.ordering_key): head for head in heads}
+    """For each chain, the delivery the rest of it waits for (ordering.blocking_heads, the one
+    definition of it)."""
+    return ordering.blocking_heads(chains)
 
 
 class ChainFigures(NamedTuple):

@@ -123,11 +123,12 @@ class Delivery(models.Model):
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="delivery_due"),
             models.Index(fields=["endpoint", "status", "created_at"], name="delivery_endpoint_status"),
             models.Index(fields=["status", "updated_at"], name="delivery_status_updated"),
-            # The pending deliveries of one endpoint's ordering key, in sequence (deliveries.ordering).
+            # The open (pending or failed) deliveries of one endpoint's ordering key, in sequence
+            # (deliveries.ordering).
             models.Index(
                 fields=["endpoint", "ordering_key", "sequence"],
-                condition=Q(status="pending", ordering_key__isnull=False),
-                name="delivery_ordering_pending",
+                condition=Q(status__in=["pending", "failed"], ordering_key__isnull=False),
+                name="delivery_ordering_open",
             ),
         ]
 

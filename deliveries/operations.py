@@ -39,7 +39,7 @@ SKIP_DISABLED = "endpoint disabled (enable it first)"
 SKIP_IN_FLIGHT = "being sent right now"
 SKIP_MISSING = "no longer exists"
 SKIP_ORDERED = "waiting for an earlier delivery of its ordering key (retry or cancel that one)"
-SKIP_FINISHED = "already finished"
+SKIP_FINISHED = "already succeeded or cancelled"
 
 
 class OperationRefused(Exception):
@@ -175,9 +175,10 @@ def _retry_batch(ids: list[int], trigger: str) -> RetryReport:
 
 
 def cancel_deliveries(delivery_ids: Iterable[int]) -> RetryReport:
-    """Cancel pending deliveries: they finish unsent (or unsent again), and the next delivery of
-    their ordering key, if any, goes out. Left alone, by reason: finished deliveries and those
-    being sent right now. The report's `queued` lists the cancelled ones."""
+    """Cancel pending or failed deliveries: they finish unsent (or unsent again), and the next
+    delivery of their ordering key, if any, goes out. Left alone, by reason: succeeded or already
+    cancelled deliveries, and those being sent right now. The report's `queued` lists the
+    cancelled ones."""
     report = RetryReport(action="cancelled")
     for batch in _batches(delivery_ids, RETRY_BATCH_SIZE):
         report.add(_cancel_batch(batch))
@@ -197,7 +198,7 @@ def _cancel_batch(ids: list[int]) -> RetryReport:
         )
         eligible = []
         for delivery in rows:
-            if delivery.status != DeliveryStatus.PENDING:
+            if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
                 report.skipped[SKIP_FINISHED] += 1
             elif delivery.locked_until is not None and delivery.locked_until > now:
                 report.skipped[SKIP_IN_FLIGHT] += 1

@@ -3,35 +3,47 @@
 `publish(..., ordering_key="order-7")` puts the event in the chain of that key at each endpoint
 it reaches. A chain (`OrderingKey`, one row per endpoint and key) numbers its deliveries 1, 2,
 3... in the order the events were published (their `created_at`, then id). Its rule: a delivery
-is not sent while an earlier delivery of its chain is pending. So at fan-out a delivery whose
-chain already has a pending delivery is parked (`ParkedReason.ORDERING`); when a delivery of
-the chain finishes (succeeded, failed for good, or cancelled by an operator) and no other of
-its chain is still pending and unparked, the next one in sequence becomes due. Retries keep the
-order: a delivery waiting to be retried is pending, so the rest of its key waits behind it.
-Other keys, and other endpoints, are never held up.
+is not sent while an earlier delivery of its chain is *open*: pending, or failed (retries spent
+or a final answer: an operator decides, by retrying it or cancelling it). So at fan-out a
+delivery whose chain has an open delivery is parked (`ParkedReason.ORDERING`); when a delivery
+of the chain succeeds or is cancelled, the chain's lowest open delivery, if it is parked for
+ordering, becomes due. Retries keep the order: a delivery waiting to be retried is pending, so
+the rest of its key waits behind it. Other keys, and other endpoints, are never held up.
 
 Both sides take the chain's row lock (SELECT ... FOR UPDATE) in the transaction that writes
 them, so a fan-out and a completion of the same chain cannot miss each other: whichever
 commits second sees what the first wrote. Locks are taken in primary-key order.
 
-An operator's manual retry of an older delivery (already failed or cancelled) sends it at once:
-it does not wait for the chain, and the deliveries of the key that are still parked wait for it
-as they would for the head. Its `Webhook-Sequence` header tells the receiver it is an old one.
+An operator's manual retry of an older delivery (cancelled, the key having moved on) sends it at
+once: it does not wait for the chain, and the deliveries of the key that are still parked wait
+for it as they would for the head. Its `Webhook-Sequence` header tells the receiver it is old.
 """
 
 from collections.abc import Iterable
 from functools import partial
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .models import Delivery, DeliveryStatus, OrderingKey, ParkedReason
-from .scheduling import FINISHED, unpark
+from .scheduling import unpark
 
-__all__ = ["advance", "blocking_head", "finished_chains", "place", "release_stalled"]
+__all__ = ["advance", "blocking_head", "blocking_heads", "finished_chains", "place", "release_stalled"]
 
 Chain = tuple[int, str]  # (endpoint id, ordering key)
+
+# The deliveries that hold up the rest of their chain (the partial index delivery_ordering_open).
+OPEN = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+# The states that let the chain move on.
+PASSED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.CANCELLED)
+
+
+def _chains(chains: Iterable[Chain]) -> Q:
+    match = Q()
+    for endpoint_id, key in chains:
+        match |= Q(endpoint_id=endpoint_id, ordering_key=key)
+    return match
 
 
 def _lock(chains: Iterable[Chain], create: bool) -> dict[Chain, OrderingKey]:
@@ -44,22 +56,16 @@ def _lock(chains: Iterable[Chain], create: bool) -> dict[Chain, OrderingKey]:
     match = Q()
     for endpoint_id, key in chains:
         match |= Q(endpoint_id=endpoint_id, key=key)
-    rows = OrderingKey.objects.select_for_update().filter(match).order_by("pk")
+    rows = OrderingKey.objects.select_for_update().filter(match).order_by("pk")  # the chains' rows
     return {(row.endpoint_id, row.key): row for row in rows}
 
 
 def _busy(chains: set[Chain]) -> set[Chain]:
-    """The chains that have a pending delivery."""
+    """The chains that have an open delivery."""
     rows = (
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING,
-            endpoint_id__in={endpoint_id for endpoint_id, _ in chains},
-            ordering_key__in={key for _, key in chains},
-        )
-        .values_list("endpoint_id", "ordering_key")
-        .distinct()
+        Delivery.objects.filter(_chains(chains), status__in=OPEN).values_list("endpoint_id", "ordering_key").distinct()
     )
-    return set(rows) & chains
+    return set(rows)
 
 
 def place(deliveries: list[Delivery], key_of: dict) -> None:
@@ -81,7 +87,7 @@ def place(deliveries: list[Delivery], key_of: dict) -> None:
         row.last_sequence += 1
         delivery.ordering_key, delivery.sequence = chain[1], row.last_sequence
         if chain in busy:
-            # An earlier delivery of the key is pending: this one waits for it, whatever its
+            # An earlier delivery of the key is open: this one waits for it, whatever its
             # endpoint's state (the head alone waits for the endpoint).
             delivery.next_attempt_at = delivery.queued_until = None
             delivery.parked_reason = ParkedReason.ORDERING
@@ -90,9 +96,10 @@ def place(deliveries: list[Delivery], key_of: dict) -> None:
 
 
 def advance(chains: Iterable[Chain]) -> list[int]:
-    """After deliveries of these chains finished (succeeded, failed or cancelled), in the
-    transaction that recorded it: make the next delivery of each chain due, if no other of the
-    chain is still on its way. Returns the ids made due; they are enqueued after commit."""
+    """After deliveries of these chains succeeded or were cancelled, in the transaction that
+    recorded it: make each chain's lowest open delivery due if it is parked for ordering (if it
+    is on its way, or failed, the chain waits for it). Returns the ids made due; they are
+    enqueued after commit."""
     chains = set(chains)
     if not chains:
         return []
@@ -100,12 +107,18 @@ def advance(chains: Iterable[Chain]) -> list[int]:
     due: list[int] = []
     now = timezone.now()
     for endpoint_id, key in sorted(chains):
-        pending = Delivery.objects.filter(endpoint_id=endpoint_id, ordering_key=key, status=DeliveryStatus.PENDING)
-        if pending.exclude(parked_reason=ParkedReason.ORDERING).exists():
-            continue  # one is still on its way (being retried, or an operator's retry)
-        head = pending.order_by("sequence").values_list("pk", flat=True).first()
-        if head is not None and unpark(Delivery.objects.filter(pk=head), now, reasons=[ParkedReason.ORDERING]):
-            due.append(head)
+        lowest = (
+            Delivery.objects.filter(endpoint_id=endpoint_id, ordering_key=key, status__in=OPEN)
+            .order_by("sequence")
+            .values_list("pk", "status", "parked_reason")
+            .first()
+        )
+        if lowest is None:
+            continue
+        pk, status, reason = lowest
+        if status == DeliveryStatus.PENDING and reason == ParkedReason.ORDERING:
+            if unpark(Delivery.objects.filter(pk=pk), now, reasons=[ParkedReason.ORDERING]):
+                due.append(pk)
     if due:
         transaction.on_commit(partial(_enqueue, due))
     return due
@@ -118,26 +131,30 @@ def _enqueue(delivery_ids: list[int]) -> None:
 
 
 def finished_chains(deliveries: Iterable[tuple[Delivery, str]]) -> set[Chain]:
-    """The chains of those (delivery, new status) pairs whose delivery just finished."""
+    """The chains of those (delivery, new status) pairs that let their chain move on."""
     return {
         (delivery.endpoint_id, delivery.ordering_key)
         for delivery, status in deliveries
-        if delivery.ordering_key is not None and status in FINISHED
+        if delivery.ordering_key is not None and status in PASSED
     }
 
 
 def release_stalled(limit: int = 100) -> list[int]:
-    """For the health job: advance chains whose parked deliveries wait for nothing (their head was
-    deleted with its event, or a write went astray), at most `limit` chains a run. Returns the
-    ids made due. advance() re-checks each chain under its lock."""
-    on_its_way = Delivery.objects.filter(
-        endpoint_id=OuterRef("endpoint_id"), ordering_key=OuterRef("ordering_key"), status=DeliveryStatus.PENDING
-    ).exclude(parked_reason=ParkedReason.ORDERING)
+    """For the health job: advance chains whose lowest open delivery is parked for ordering,
+    waiting for nothing (the delivery ahead of it was deleted with its event, or purged by
+    retention after it failed; or a write went astray), at most `limit` chains a run. Returns
+    the ids made due. advance() re-checks each chain under its lock."""
+    ahead = Delivery.objects.filter(
+        endpoint_id=OuterRef("endpoint_id"),
+        ordering_key=OuterRef("ordering_key"),
+        status__in=OPEN,
+        sequence__lt=OuterRef("sequence"),
+    )
     stalled = (
         Delivery.objects.filter(
             status=DeliveryStatus.PENDING, ordering_key__isnull=False, parked_reason=ParkedReason.ORDERING
         )
-        .exclude(Exists(on_its_way))
+        .exclude(Exists(ahead))
         .values_list("endpoint_id", "ordering_key")
         .distinct()[:limit]
     )
@@ -148,16 +165,30 @@ def release_stalled(limit: int = 100) -> list[int]:
         return advance(chains)
 
 
+def blocking_heads(chains: Iterable[Chain]) -> dict[Chain, Delivery]:
+    """For each chain, the delivery the rest of it waits for: its lowest open delivery not itself
+    parked for ordering (pending, on its way or waiting to be retried; or failed, waiting for
+    an operator). Chains with none are left out. One query on PostgreSQL (DISTINCT ON), one per
+    chain elsewhere (the quick start's SQLite)."""
+    chains = set(chains)
+    if not chains:
+        return {}
+    candidates = (
+        Delivery.objects.filter(status__in=OPEN)
+        .exclude(status=DeliveryStatus.PENDING, parked_reason=ParkedReason.ORDERING)
+        .order_by("endpoint_id", "ordering_key", "sequence")
+    )
+    if connection.vendor == "postgresql":
+        heads = candidates.filter(_chains(chains)).distinct("endpoint_id", "ordering_key")
+    else:
+        heads = [head for chain in chains if (head := candidates.filter(_chains([chain])).first())]
+    return {(head.endpoint_id, head.ordering_key): head for head in heads}
+
+
 def blocking_head(delivery: Delivery) -> Delivery | None:
-    """For a delivery parked by its ordering key: the pending delivery of its chain that it
-    waits for (the lowest sequence not parked for ordering), or None."""
+    """For a delivery of an ordered chain: the delivery its chain waits for (blocking_heads)."""
     if delivery.ordering_key is None:
         return None
-    return (
-        Delivery.objects.filter(
-            endpoint_id=delivery.endpoint_id, ordering_key=delivery.ordering_key, status=DeliveryStatus.PENDING
-        )
-        .exclude(parked_reason=ParkedReason.ORDERING)
-        .order_by("sequence")
-        .first()
+    return blocking_heads([(delivery.endpoint_id, delivery.ordering_key)]).get(
+        (delivery.endpoint_id, delivery.ordering_key)
     )

@@ -28,6 +28,7 @@ OPERATION_PERMISSIONS: dict[str, str] = {
     "verify_endpoint": "endpoints.verify_endpoint",
     "retry_delivery": "deliveries.retry_delivery",
     "replay_delivery": "deliveries.replay_delivery",
+    "cancel_delivery": "deliveries.cancel_delivery",
 }
 
 

@@ -191,8 +191,8 @@ def test_cancelling_the_head_of_a_key_lets_the_next_one_go_and_says_so_in_histor
 
     # Then the head is cancelled, the next of its key is due, the last still waits behind it
     assert messages_of(response) == [
-        "1 delivery cancelled; skipped 1 already finished. They will not be sent, and the next delivery of each "
-        "one's ordering key, if any, goes out (Retry now sends one after all)."
+        "1 delivery cancelled; skipped 1 already succeeded or cancelled. They will not be sent, and the next "
+        "delivery of each one's ordering key, if any, goes out (Retry now sends one after all)."
     ]
     head.refresh_from_db()
     assert (head.status, head.next_attempt_at, head.parked_reason) == (DeliveryStatus.CANCELLED, None, "")
@@ -208,7 +208,7 @@ def test_cancelling_the_head_of_a_key_lets_the_next_one_go_and_says_so_in_histor
 
 def test_the_cancel_button_cancels_one_pending_delivery_and_refuses_a_finished_one(operator_client, endpoint):
     pending = make_waiting(endpoint, "breaker")
-    failed = make_delivery(endpoint)
+    succeeded = make_delivery(endpoint, DeliveryStatus.SUCCEEDED)
 
     response = operator_client.post(cancel_url(pending), follow=True)
 
@@ -219,8 +219,8 @@ def test_the_cancel_button_cancels_one_pending_delivery_and_refuses_a_finished_o
     assert Delivery.objects.get(pk=pending.pk).status == DeliveryStatus.CANCELLED
     assert 'id="cancel-delivery"' not in response.content.decode()  # nothing left to cancel
     assert 'id="retry-now"' in response.content.decode()
-    assert messages_of(operator_client.post(cancel_url(failed), follow=True)) == [
-        f"Delivery {failed.pk} was not cancelled: already finished."
+    assert messages_of(operator_client.post(cancel_url(succeeded), follow=True)) == [
+        f"Delivery {succeeded.pk} was not cancelled: already succeeded or cancelled."
     ]
     assert operator_client.get(cancel_url(pending)).status_code == 405
     assert LogEntry.objects.filter(change_message=HISTORY_MESSAGE).count() == 1

@@ -212,14 +212,14 @@ def test_retry_failed_leaves_disabled_endpoints_and_says_so(endpoint):
 @pytest.mark.django_db
 def test_cancel_deliveries_cancels_pending_ones_and_the_next_of_their_key_goes(endpoint):
     head, behind = make_chain(endpoint, "order-7", 2)
-    failed = make_delivery(endpoint)
+    succeeded = make_delivery(endpoint, DeliveryStatus.SUCCEEDED)
 
-    out, _ = run("cancel_deliveries", str(head.pk), str(failed.pk), "999999", "--json")
+    out, _ = run("cancel_deliveries", str(head.pk), str(succeeded.pk), "999999", "--json")
 
     assert json.loads(out) == {
         "cancelled": 1,
         "cancelled_ids": [head.pk],
-        "skipped": {"already finished": 1, "no longer exists": 1},
+        "skipped": {"already succeeded or cancelled": 1, "no longer exists": 1},
     }
     assert Delivery.objects.get(pk=head.pk).status == DeliveryStatus.CANCELLED
     behind.refresh_from_db()

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import pytest
 
+from deliveries import ordering
 from deliveries.models import Delivery, DeliveryStatus, OrderingKey, ParkedReason
 from deliveries.operations import cancel_deliveries, retry_deliveries
 from endpoints.models import Endpoint
@@ -136,7 +137,7 @@ def blocked_key_setup(processes, receiver, head: HeadAnswers):
     wait_until(
         lambda: Delivery.objects.filter(ordering_key="order-8", status=DeliveryStatus.SUCCEEDED).count() == 3, 60
     )
-    wait_until(lambda: chain("order-7")[0].attempt_count == 2, 60, "the head's second attempt recorded")
+    wait_until(lambda: [d.attempt_count for d in chain("order-7")][:1] == [2], 60, "the head's second attempt recorded")
     return broker
 
 
@@ -192,7 +193,9 @@ def test_a_failing_head_moves_on_when_an_operator_retries_it_successfully(proces
     assert [d.attempt_count for d in chain("order-7")] == [3, 1, 1, 1, 1]
 
 
-def test_a_head_that_fails_for_good_releases_the_rest_of_its_key(celery_worker, receiver, settings):
+def test_a_head_that_fails_for_good_keeps_its_key_blocked_until_an_operator_cancels_it(
+    celery_worker, receiver, settings
+):
     # Given retries that give up after the second attempt, and a receiver that refuses the head
     settings.WEBHOOKS_RETRY_SCHEDULE = "0.1"
     receiver.script("/hook", [(500, {}, b"no"), (500, {}, b"no"), (200, {}, b"ok")])
@@ -206,11 +209,25 @@ def test_a_head_that_fails_for_good_releases_the_rest_of_its_key(celery_worker, 
         with transaction.atomic():
             publish("order.updated", {"n": n}, ordering_key="order-9")
 
-    # Then the head fails for good (final), and the next two are then sent, in order
+    # Then the head fails for good, and the rest of its key waits behind it, unsent
+    wait_until(
+        lambda: [d.status for d in chain("order-9")][:1] == [DeliveryStatus.FAILED], 30, "the head failed for good"
+    )
+    head, second, third = chain("order-9")
+    assert [(d.status, d.parked_reason, d.attempt_count) for d in (second, third)] == [
+        (DeliveryStatus.PENDING, ParkedReason.ORDERING, 0)
+    ] * 2
+    assert ordering.blocking_head(third) == head
+    assert ordering.release_stalled() == []  # blocked on purpose, not stalled
+
+    # When an operator cancels the failed head
+    assert cancel_deliveries([head.pk]).queued == [head.pk]
+
+    # Then the next two are sent, in order
     wait_until(
         lambda: (
             [d.status for d in chain("order-9")]
-            == [DeliveryStatus.FAILED, DeliveryStatus.SUCCEEDED, DeliveryStatus.SUCCEEDED]
+            == [DeliveryStatus.CANCELLED, DeliveryStatus.SUCCEEDED, DeliveryStatus.SUCCEEDED]
         ),
         30,
     )

@@ -264,9 +264,9 @@ class DeliveryAdmin(PermissionCheckedActionsMixin, ReadOnlyHistoryAdmin):
     # --- Cancel ---------------------------------------------------------------------------
 
     def has_cancel_delivery_permission(self, request: HttpRequest) -> bool:
-        return user_may(request, "deliveries.cancel_delivery")
+        return user_may(request, "cancel_delivery")
 
-    @admin.action(description="Cancel (pending deliveries are not sent)", permissions=["cancel_delivery"])
+    @admin.action(description="Cancel (pending or failed deliveries: not sent)", permissions=["cancel_delivery"])
     def cancel_pending(self, request: HttpRequest, queryset: QuerySet) -> None:
         report = cancel_deliveries(ids_by_keyset(queryset))
         record_in_history(request, Delivery, report.queued, CANCELLED_MESSAGE, HISTORY_FIELDS)

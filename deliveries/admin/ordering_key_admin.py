@@ -14,7 +14,7 @@ from django.utils.text import Truncator
 
 from ..backlog import ChainFigures, blocking_heads, chain_figures
 from ..models import Delivery, DeliveryStatus, OrderingKey, ParkedReason
-from .common import ReadOnlyHistoryAdmin, user_may
+from .common import ReadOnlyHistoryAdmin
 from .filters import EndpointIdFilter
 from .waiting import waiting_html
 
@@ -86,7 +86,7 @@ class OrderingKeyAdmin(ReadOnlyHistoryAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         # A chain is a view of deliveries: whoever may see deliveries may see their keys.
-        return super().has_view_permission(request, obj) or user_may(request, "deliveries.view_delivery")
+        return super().has_view_permission(request, obj) or request.user.has_perm("deliveries.view_delivery")
 
     def get_changelist(self, request: HttpRequest, **kwargs):
         return OrderingKeyChangeList

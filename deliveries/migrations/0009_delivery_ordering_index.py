@@ -1,4 +1,4 @@
-# The pending deliveries of one endpoint's ordering key, in sequence (deliveries.ordering). Built
+# The open (pending or failed) deliveries of one endpoint's ordering key, in sequence (deliveries.ordering). Built
 # CONCURRENTLY on PostgreSQL so that a deliveries table of 100M rows keeps taking writes meanwhile
 # (hence atomic = False); a plain index on SQLite.
 
@@ -18,9 +18,9 @@ class Migration(migrations.Migration):
         AddIndexConcurrentlyOnPostgres(
             model_name="delivery",
             index=models.Index(
-                condition=models.Q(("ordering_key__isnull", False), ("status", "pending")),
+                condition=models.Q(("ordering_key__isnull", False), ("status__in", ["pending", "failed"])),
                 fields=["endpoint", "ordering_key", "sequence"],
-                name="delivery_ordering_pending",
+                name="delivery_ordering_open",
             ),
         ),
     ]

@@ -11,6 +11,7 @@ import json
 from django.core.management.base import BaseCommand
 
 from deliveries.operations import cancel_deliveries
+from deliveries.permissions import permission_of
 
 from ..operator_commands import add_common_arguments, check_permissions
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         add_common_arguments(parser)
 
     def handle(self, *args, **options):
-        check_permissions(options["as_user"], "deliveries.cancel_delivery")
+        check_permissions(options["as_user"], permission_of("cancel_delivery"))
         report = cancel_deliveries(options["ids"])
         if options["json"]:
             result = {"cancelled": len(report.queued), "cancelled_ids": report.queued, "skipped": dict(report.skipped)}
