@@ -143,6 +143,9 @@ class OrderingKey(models.Model):
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="ordering_keys")
     key = models.CharField(max_length=200)
     last_sequence = models.PositiveBigIntegerField(default=0)
+    # When its last delivery was numbered: retention forgets keys idle past the longer retention
+    # period with no delivery left (a later event of the key starts again at sequence 1).
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["endpoint", "key"], name="ordering_key_unique_endpoint_key")]

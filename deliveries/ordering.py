@@ -47,17 +47,23 @@ def _chains(chains: Iterable[Chain]) -> Q:
 
 
 def _lock(chains: Iterable[Chain], create: bool) -> dict[Chain, OrderingKey]:
-    """Lock the rows of these chains, in primary-key order (created first, if asked)."""
+    """Lock the rows of these chains, in primary-key order (created first, if asked: a row that
+    retention deleted between the INSERT and the lock is created again)."""
     chains = set(chains)
-    if create:
-        OrderingKey.objects.bulk_create(
-            [OrderingKey(endpoint_id=endpoint_id, key=key) for endpoint_id, key in chains], ignore_conflicts=True
-        )
-    match = Q()
-    for endpoint_id, key in chains:
-        match |= Q(endpoint_id=endpoint_id, key=key)
-    rows = OrderingKey.objects.select_for_update().filter(match).order_by("pk")  # the chains' rows
-    return {(row.endpoint_id, row.key): row for row in rows}
+    rows: dict[Chain, OrderingKey] = {}
+    for _ in range(3 if create else 1):
+        if create:
+            OrderingKey.objects.bulk_create(
+                [OrderingKey(endpoint_id=endpoint_id, key=key) for endpoint_id, key in chains], ignore_conflicts=True
+            )
+        match = Q()
+        for endpoint_id, key in chains:
+            match |= Q(endpoint_id=endpoint_id, key=key)
+        locked = OrderingKey.objects.select_for_update().filter(match).order_by("pk")
+        rows = {(row.endpoint_id, row.key): row for row in locked}
+        if len(rows) == len(chains):
+            break
+    return rows
 
 
 def _busy(chains: set[Chain]) -> set[Chain]:
@@ -92,7 +98,10 @@ def place(deliveries: list[Delivery], key_of: dict) -> None:
             delivery.next_attempt_at = delivery.queued_until = None
             delivery.parked_reason = ParkedReason.ORDERING
         busy.add(chain)
-    OrderingKey.objects.bulk_update(rows.values(), ["last_sequence"])
+    now = timezone.now()
+    for row in rows.values():
+        row.updated_at = now
+    OrderingKey.objects.bulk_update(rows.values(), ["last_sequence", "updated_at"])
 
 
 def advance(chains: Iterable[Chain]) -> list[int]:

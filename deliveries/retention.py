@@ -24,7 +24,7 @@ from endpoints.app_settings import webhook_settings
 from endpoints.models import EndpointSecret
 
 from .celery import TASK_OPTIONS
-from .models import ApiIdempotencyKey, Delivery, DeliveryAttempt, DeliveryStatus, Event
+from .models import ApiIdempotencyKey, Delivery, DeliveryAttempt, DeliveryStatus, Event, OrderingKey
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class RetentionReport:
     events: int = 0
     expired_secrets: int = 0
     idempotency_keys: int = 0
+    ordering_keys: int = 0
     report_only: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
@@ -80,7 +81,9 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     sends) a new event, so keys deduplicate only within that period.
     An expired secret goes unless it is the newest of its endpoint: every endpoint keeps at
     least one secret, and a live secret is never deleted.
-    The customers' API's Idempotency-Key answers go after 24 hours.
+    The customers' API's Idempotency-Key answers go after 24 hours. An ordering key goes once its
+    last delivery was numbered longer ago than the longer period and none of its deliveries is
+    left; a later event of that key starts its sequence at 1 again.
 
     With `report_only`, counts exactly what a run at the same `now` would delete and deletes
     nothing.
@@ -100,6 +103,7 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
     )
     secrets = _delete_in_batches(lambda: _expired_secrets(cutoffs), EndpointSecret, batch_size)
     keys = _delete_in_batches(lambda: _old_idempotency_keys(cutoffs), ApiIdempotencyKey, batch_size)
+    chains = _delete_in_batches(lambda: _idle_ordering_keys(cutoffs), OrderingKey, batch_size)
     return RetentionReport(
         succeeded_deliveries=succeeded,
         failed_deliveries=failed,
@@ -108,6 +112,7 @@ def purge_old_deliveries(*, report_only: bool = False, now: datetime | None = No
         events=events,
         expired_secrets=secrets,
         idempotency_keys=keys,
+        ordering_keys=chains,
     )
 
 
@@ -141,6 +146,16 @@ def _old_idempotency_keys(cutoffs: Cutoffs) -> QuerySet:
     return ApiIdempotencyKey.objects.filter(created_at__lt=cutoffs.now - ApiIdempotencyKey.KEPT_FOR)
 
 
+def _idle_ordering_keys(cutoffs: Cutoffs, left: Q | None = None) -> QuerySet:
+    """Ordering keys whose last delivery was numbered before the longer retention period and that
+    have no delivery left (none but those `left` excludes, when counting ahead of a purge):
+    forgotten; a later event of the key starts at sequence 1 again."""
+    deliveries = Delivery.objects.filter(endpoint_id=OuterRef("endpoint_id"), ordering_key=OuterRef("key"))
+    if left is not None:
+        deliveries = deliveries.exclude(left)
+    return OrderingKey.objects.filter(updated_at__lt=cutoffs.events).filter(~Exists(deliveries))
+
+
 def _count_purgeable(cutoffs: Cutoffs) -> RetentionReport:
     purgeable = _purgeable_deliveries(cutoffs)
     kept = Delivery.objects.filter(event_id=OuterRef("pk")).exclude(purgeable)
@@ -153,6 +168,7 @@ def _count_purgeable(cutoffs: Cutoffs) -> RetentionReport:
         events=_old_events(cutoffs).filter(~Exists(kept)).count(),
         expired_secrets=_expired_secrets(cutoffs).count(),
         idempotency_keys=_old_idempotency_keys(cutoffs).count(),
+        ordering_keys=_idle_ordering_keys(cutoffs, purgeable).count(),
         report_only=True,
     )
 

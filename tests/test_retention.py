@@ -317,6 +317,7 @@ def test_command_json_output_parses_and_matches_what_was_deleted(make_delivery):
         "events": 1,  # the 91-day-old one; the 31-day-old event is within the event period
         "expired_secrets": 0,
         "idempotency_keys": 0,
+        "ordering_keys": 0,
         "report_only": False,
     }
     assert not Delivery.objects.exists()
@@ -349,6 +350,7 @@ def test_task_purges_and_returns_the_counts(make_delivery, caplog):
         "events": 0,
         "expired_secrets": 0,
         "idempotency_keys": 0,
+        "ordering_keys": 0,
         "report_only": False,
     }
     [line] = [r.getMessage() for r in caplog.records if r.name == "deliveries.retention"]
@@ -358,3 +360,36 @@ def test_task_purges_and_returns_the_counts(make_delivery, caplog):
 
 def test_task_is_registered_under_its_stable_name():
     assert retention_task.name == "deliveries.retention"
+
+
+def test_an_idle_ordering_key_without_deliveries_is_forgotten_and_starts_again_at_one(make_delivery):
+    from django.db import transaction
+
+    from deliveries import publish
+    from deliveries.fanout import fan_out_events
+    from deliveries.models import OrderingKey
+
+    endpoint = Endpoint.objects.create(url="https://a.example.com/hook")
+    with transaction.atomic():
+        event = publish("order.updated", {}, ordering_key="order-7")
+        busy = publish("order.updated", {}, ordering_key="order-8")
+    fan_out_events([str(event.pk), str(busy.pk)])
+    Delivery.objects.filter(event=event).update(status=DeliveryStatus.SUCCEEDED)
+    OrderingKey.objects.update(updated_at=timezone.now() - 91 * DAY)
+
+    # order-7's delivery is purged (succeeded, older than 30 days): its key goes with it;
+    # order-8 keeps its pending delivery, so its key stays, however old.
+    Delivery.objects.filter(event=event).update(updated_at=timezone.now() - 31 * DAY)
+    chains = OrderingKey.objects.filter(key="order-7").count()  # one per endpoint
+    assert chains >= 1
+    assert purge_old_deliveries(report_only=True).ordering_keys == chains
+    report = purge_old_deliveries()
+    assert report.ordering_keys == chains
+    assert set(OrderingKey.objects.values_list("key", flat=True)) == {"order-8"}
+    assert purge_old_deliveries().ordering_keys == 0
+
+    # A later event of the forgotten key starts its sequence again
+    with transaction.atomic():
+        again = publish("order.updated", {}, ordering_key="order-7")
+    fan_out_events([str(again.pk)])
+    assert Delivery.objects.get(event=again, endpoint=endpoint).sequence == 1

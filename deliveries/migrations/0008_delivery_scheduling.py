@@ -18,6 +18,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('key', models.CharField(max_length=200)),
                 ('last_sequence', models.PositiveBigIntegerField(default=0)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.AlterModelOptions(

@@ -19,6 +19,7 @@ ROWS = (
     ("attempts", "Attempts of those deliveries"),
     ("events", "Events without deliveries"),
     ("expired_secrets", "Expired endpoint secrets"),
+    ("ordering_keys", "Idle ordering keys without deliveries"),
 )
 
 
@@ -46,6 +47,7 @@ class Command(BaseCommand):
             "failed_deliveries": failed_days,
             "cancelled_deliveries": failed_days,
             "events": max(succeeded_days, failed_days),
+            "ordering_keys": max(succeeded_days, failed_days),
         }
         width = max(len(label) for _, label in ROWS)
         for key, label in ROWS:
