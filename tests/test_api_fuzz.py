@@ -11,11 +11,13 @@ derandomized so the run is repeatable.
 
 import base64
 import re
+from datetime import timedelta
 
 import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
 from django.core.wsgi import get_wsgi_application
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -26,7 +28,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from endpoints.models import Endpoint
 from tests.api_helpers import API, tenant_rows
+from tests.operators import make_chain, make_waiting
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 80
@@ -105,7 +109,13 @@ def test_every_operation_answers_within_its_schema():
     routes = {re.sub(r"\{\w+\}", "{id}", operation.path.removeprefix(API)) for operation in operations}
     for route in ("endpoints/", "endpoints/{id}/", "endpoints/{id}/rotate-secret/", "event-types/", "events/"):
         assert route in routes, routes
-    for route in ("events/{id}/", "deliveries/", "deliveries/{id}/", "deliveries/{id}/retry/"):
+    for route in (
+        "events/{id}/",
+        "deliveries/",
+        "deliveries/{id}/",
+        "deliveries/{id}/retry/",
+        "deliveries/{id}/cancel/",
+    ):
         assert route in routes, routes
     print(f"schemathesis: {len(operations)} operations, {sum(figures.values())} cases: {figures}")
 
@@ -174,3 +184,16 @@ def test_a_missing_permission_answers_a_documented_403(settings):
         "status": 403,
         "body": {"detail": "This needs the permission deliveries.retry_delivery, which your account does not have."},
     }
+
+
+def test_deliveries_waiting_for_each_kind_of_reason_read_within_the_schema():
+    endpoint = tenant_rows("acme")["endpoint"]
+    Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now() + timedelta(minutes=1))
+    make_chain(endpoint, "order-7", 2)
+    for reason in ("rate_limit", "breaker", "sending", "unrecorded"):
+        make_waiting(endpoint, reason)
+    answer = call_and_validate("GET", "deliveries/")
+    waits = [d["waiting"] for d in answer["body"]["data"] if d["waiting"]]
+    assert {w["reason"] for w in waits} == {"retry", "ordering", "rate_limit", "breaker", "sending", "unrecorded"}
+    assert all(w["until"] for w in waits if w["reason"] in ("retry", "rate_limit", "breaker"))
+    assert [w["blocked_by"] for w in waits if w["reason"] == "ordering"] == [answer["body"]["data"][1]["id"]]

@@ -165,6 +165,7 @@ def test_the_schema_documents_the_header_and_its_answers():
         "endpoints/{id}/rotate-secret/",
         "endpoints/{id}/test-event/",
         "deliveries/{id}/retry/",
+        "deliveries/{id}/cancel/",
     ):
         operation = paths[API + route]["post"]
         assert "Idempotency-Key" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}, route

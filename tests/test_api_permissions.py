@@ -74,6 +74,7 @@ def state_changes(rows: dict) -> list[tuple[str, str, str, dict | None, str]]:
             "deliveries.replay_delivery",
         ),
         ("retry", "post", f"deliveries/{delivery}/retry/", None, "deliveries.retry_delivery"),
+        ("cancel", "post", f"deliveries/{delivery}/cancel/", None, "deliveries.cancel_delivery"),
         # last: the routes above refuse (409) to act for a disabled endpoint
         ("disable", "patch", f"endpoints/{endpoint}/", {"is_active": False}, "endpoints.enable_disable_endpoint"),
     ]

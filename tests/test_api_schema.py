@@ -21,6 +21,7 @@ ROUTES = {
     "deliveries/": {"get"},
     "deliveries/{id}/": {"get"},
     "deliveries/{id}/retry/": {"post"},
+    "deliveries/{id}/cancel/": {"post"},
 }
 
 

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from rest_framework.test import APIClient
 
 from deliveries.models import Delivery, DeliveryStatus
@@ -40,6 +41,7 @@ def routes(rows: dict) -> list[tuple[str, str]]:
         ("get", "deliveries/"),
         ("get", f"deliveries/{delivery}/"),
         ("post", f"deliveries/{delivery}/retry/"),
+        ("post", f"deliveries/{delivery}/cancel/"),
         ("get", "schema/"),
     ]
 
@@ -59,6 +61,7 @@ def object_routes(rows: dict) -> list[tuple[str, str, dict | None]]:
         ("get", f"events/{event}/", None),
         ("get", f"deliveries/{delivery}/", None),
         ("post", f"deliveries/{delivery}/retry/", None),
+        ("post", f"deliveries/{delivery}/cancel/", None),
     ]
 
 
@@ -70,6 +73,7 @@ def test_another_tenants_objects_answer_404_as_unknown_ids_do_and_stay_unchanged
     globex = client_for("globex-bob")
     acme = two_tenants["acme"]
     endpoint_before = Endpoint.objects.values().get(pk=acme["endpoint"].pk)
+    delivery_before = Delivery.objects.values().get(pk=acme["delivery"].pk)
     secrets_before = list(acme["endpoint"].secrets.values_list("pk", "expires_at"))
     for method, route, body in object_routes(acme):
         response = call(globex, method, route, body)
@@ -83,6 +87,8 @@ def test_another_tenants_objects_answer_404_as_unknown_ids_do_and_stay_unchanged
     assert Endpoint.objects.values().get(pk=acme["endpoint"].pk) == endpoint_before
     assert list(acme["endpoint"].secrets.values_list("pk", "expires_at")) == secrets_before
     assert Delivery.objects.get(pk=acme["delivery"].pk).status == DeliveryStatus.FAILED
+    assert Delivery.objects.values().get(pk=acme["delivery"].pk) == delivery_before  # not retried, not cancelled
+    assert not LogEntry.objects.exists()
 
 
 def test_lists_show_only_the_tenants_own_objects(two_tenants):

@@ -103,7 +103,7 @@ class EventList(TenantView):
         responses=EventSerializer(many=True),
     )
     def get(self, request):
-        queryset = self.tenant_queryset().only("id", "type", "created_at", "payload", "payload_json")
+        queryset = self.tenant_queryset().only("id", "type", "created_at", "ordering_key", "payload", "payload_json")
         if event_type := request.query_params.get("type"):
             queryset = queryset.filter(type=event_type)
         if since := query_time(request, "since"):

@@ -46,6 +46,7 @@ ROUTE_OPERATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("EndpointTestEvent", "POST"): ("send_test_event",),
     ("EndpointReplay", "POST"): ("replay_delivery",),
     ("DeliveryRetry", "POST"): ("retry_delivery",),
+    ("DeliveryCancel", "POST"): ("cancel_delivery",),
 }
 
 

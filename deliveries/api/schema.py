@@ -63,7 +63,7 @@ def document_errors(result: dict, generator, request, public) -> dict:
             if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters):
                 responses.setdefault("422", _error("The Idempotency-Key was used for another request."))
                 responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
-            if method == "delete" or route.endswith(("/retry/", "/test-event/")):
+            if method == "delete" or route.endswith(("/retry/", "/cancel/", "/test-event/")):
                 responses.setdefault("409", _error("The object's state refuses it (the detail says why)."))
     return result
 
@@ -73,6 +73,7 @@ SCHEMA_SETTINGS = {
     "DESCRIPTION": "Your webhook endpoints, the events sent to them and every delivery attempt.",
     "VERSION": __version__,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"WaitingReasonEnum": "deliveries.backlog.Waiting.choices"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "deliveries.api.schema.document_errors"],
 }
 

@@ -14,6 +14,7 @@ from endpoints.models import SignatureEncoding, SignatureScheme
 from endpoints.rate_limits import MAX_RATE_LIMIT, MAX_RATE_LIMIT_PERIOD
 
 from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from .waiting import WaitingSerializer, waiting_data
 
 # How long older secrets keep signing after a rotation, at most (a receiver deploys the new one).
 MAX_GRACE_SECONDS = 30 * 86400
@@ -113,6 +114,11 @@ class EventSerializer(serializers.Serializer):
     id = serializers.SerializerMethodField(help_text="The id receivers get in webhook-id.")
     type = serializers.CharField()
     created_at = serializers.DateTimeField()
+    ordering_key = serializers.CharField(
+        allow_null=True,
+        help_text="Its ordering key: each endpoint gets the events of one key one at a time, in publish order; "
+        "null: unordered.",
+    )
     data = serializers.SerializerMethodField(help_text="The payload, as sent in the body's data.")
 
     def get_id(self, event: Event) -> str:
@@ -134,10 +140,22 @@ class EventDetailSerializer(EventSerializer):
     deliveries = EventDeliverySerializer(many=True, help_text="Its delivery to each endpoint.")
 
 
+# `waiting` reads the serializer context of deliveries.api.waiting.waiting_context.
 class DeliverySerializer(serializers.ModelSerializer):
     event_id = serializers.SerializerMethodField()
     event_type = serializers.CharField(source="event.type")
-    status = serializers.ChoiceField(choices=DeliveryStatus.choices)
+    status = serializers.ChoiceField(
+        choices=DeliveryStatus.choices,
+        help_text="pending: still to be sent (see waiting); succeeded; failed: gave up (retry sends it again); "
+        "cancelled: not to be sent (retry sends it after all).",
+    )
+    ordering_key = serializers.CharField(allow_null=True, help_text="Its event's ordering key (null: unordered).")
+    sequence = serializers.IntegerField(
+        allow_null=True,
+        help_text="Its place in the chain of its ordering key to its endpoint (1, 2, 3...; sent in "
+        "Webhook-Sequence); null: unordered.",
+    )
+    waiting = serializers.SerializerMethodField(help_text="What it waits for while pending; null otherwise.")
 
     class Meta:
         model = Delivery
@@ -151,12 +169,20 @@ class DeliverySerializer(serializers.ModelSerializer):
             "next_attempt_at",
             "last_status_code",
             "last_error",
+            "ordering_key",
+            "sequence",
+            "waiting",
             "created_at",
             "updated_at",
         ]
 
     def get_event_id(self, delivery: Delivery) -> str:
         return webhook_id(delivery.event_id)
+
+    @extend_schema_field(WaitingSerializer(allow_null=True))
+    def get_waiting(self, delivery: Delivery) -> dict | None:
+        data = waiting_data(delivery, self.context)
+        return WaitingSerializer(data).data if data is not None else None
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -190,3 +216,8 @@ class DeliveryDetailSerializer(DeliverySerializer):
 class RetrySerializer(serializers.Serializer):
     queued = serializers.BooleanField()
     detail = serializers.CharField()
+
+
+class CancelSerializer(serializers.Serializer):
+    cancelled = serializers.BooleanField()
+    detail = serializers.CharField(help_text="What follows: it will not be sent; the next of its ordering key goes.")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .delivery_views import DeliveryDetail, DeliveryList, DeliveryRetry
+from .delivery_views import DeliveryCancel, DeliveryDetail, DeliveryList, DeliveryRetry
 from .endpoint_views import EndpointDetail, EndpointList, EndpointRotateSecret
 from .event_views import EventDetail, EventList, EventTypeList
 from .operation_views import EndpointHealth, EndpointReplay, EndpointTestEvent
@@ -23,6 +23,7 @@ api_patterns = [
     path("deliveries/", DeliveryList.as_view(), name="delivery-list"),
     path("deliveries/<int:pk>/", DeliveryDetail.as_view(), name="delivery-detail"),
     path("deliveries/<int:pk>/retry/", DeliveryRetry.as_view(), name="delivery-retry"),
+    path("deliveries/<int:pk>/cancel/", DeliveryCancel.as_view(), name="delivery-cancel"),
 ]
 
 urlpatterns = [*api_patterns, path("schema/", ApiSchemaView.as_view(), name="schema")]
