@@ -4,7 +4,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from endpoints.event_types import PatternSet, compiled_patterns
@@ -30,16 +30,16 @@ def fan_out(event_id: str) -> list[int]:
 
 
 def _with_earlier_of_their_keys(event_ids: list[str]) -> Q:
-    """The events `event_ids`, and the other events of their ordering keys (one read, unlocked:
+    """The events `event_ids`, and the earlier events of their ordering keys (one read, unlocked:
     the locking query re-checks each row)."""
-    keys = set(
-        Event.objects.filter(pk__in=event_ids, ordering_key__isnull=False, fanned_out_at__isnull=True).values_list(
-            "tenant", "ordering_key"
-        )
+    latest = (
+        Event.objects.filter(pk__in=event_ids, ordering_key__isnull=False, fanned_out_at__isnull=True)
+        .values_list("tenant", "ordering_key")
+        .annotate(latest=Max("created_at"))
     )
     match = Q(pk__in=event_ids)
-    for tenant, key in keys:
-        match |= Q(tenant=tenant, ordering_key=key)
+    for tenant, key, created_at in latest:
+        match |= Q(tenant=tenant, ordering_key=key, created_at__lte=created_at)
     return match
 
 
@@ -53,8 +53,9 @@ def fan_out_events(event_ids: Iterable[str]) -> list[Delivery]:
     events, read the endpoints of their tenants, one bulk INSERT, one UPDATE; events with an
     ordering key add a read of their keys and the chain statements of deliveries.ordering.
 
-    An event with an ordering key brings along the committed events of its key not yet fanned
-    out: its deliveries take their sequence after theirs, whichever fan-out task runs first.
+    An event with an ordering key brings along the earlier committed events of its key not yet
+    fanned out: its deliveries take their sequence after theirs, whichever fan-out task runs
+    first. (Their number is bounded by what the broker lost: the sweep fans out the oldest first.)
     """
     now = timezone.now()
     event_ids = list(event_ids)

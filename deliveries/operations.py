@@ -189,6 +189,9 @@ def _cancel_batch(ids: list[int]) -> RetryReport:
     report = RetryReport()
     now = timezone.now()
     with transaction.atomic():
+        # The chains of their ordering keys first, as the send path takes them (it holds a chain
+        # when it releases the next delivery, which may be one of these): no deadlock.
+        ordering.lock_chains(Delivery.objects.filter(pk__in=ids, ordering_key__isnull=False))
         rows = list(
             Delivery.objects.select_for_update(of=("self",))
             .filter(pk__in=ids)

@@ -29,7 +29,7 @@ from django.utils import timezone
 from .models import Delivery, DeliveryStatus, OrderingKey, ParkedReason
 from .scheduling import unpark
 
-__all__ = ["advance", "blocking_head", "blocking_heads", "finished_chains", "place", "release_stalled"]
+__all__ = ["advance", "blocking_head", "blocking_heads", "finished_chains", "lock_chains", "place", "release_stalled"]
 
 Chain = tuple[int, str]  # (endpoint id, ordering key)
 
@@ -64,6 +64,14 @@ def _lock(chains: Iterable[Chain], create: bool) -> dict[Chain, OrderingKey]:
         if len(rows) == len(chains):
             break
     return rows
+
+
+def lock_chains(deliveries) -> None:
+    """Lock the chains of these deliveries (a queryset), before locking the deliveries
+    themselves: the order in which completions take them."""
+    chains = set(deliveries.values_list("endpoint_id", "ordering_key").distinct())
+    if chains:
+        _lock(chains, create=False)
 
 
 def _busy(chains: set[Chain]) -> set[Chain]:
