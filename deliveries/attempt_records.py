@@ -23,6 +23,8 @@ from django.db.models import Max
 from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
+from endpoints import rate_adaptation
+
 from . import breaker, ordering, scheduling, signals, transport
 from .metrics import observe_attempt
 from .models import AttemptTrigger, Delivery, DeliveryAttempt, DeliveryStatus
@@ -233,9 +235,10 @@ def _write_numbered(made: list[AssessedAttempt], lease: datetime) -> set[int]:
 
 def _write(made: list[AssessedAttempt], lease: datetime) -> set[int]:
     """One transaction: one INSERT for the attempts, one UPDATE per distinct new state (a batch
-    of successes shares one), the circuit breaker's count. Returns the deliveries whose state
-    was ours to set: a delivery whose lease lapsed meanwhile (another holder took it) keeps its
-    attempt row but not our state."""
+    of successes shares one), the circuit breaker's count, and after a 429 from an endpoint with
+    a rate limit, one UPDATE lowering it (endpoints/rate_adaptation.py). Returns the deliveries
+    whose state was ours to set: a delivery whose lease lapsed meanwhile (another holder took it)
+    keeps its attempt row but not our state."""
     endpoint = made[0].delivery.endpoint
     now = timezone.now()
     for attempt in made:  # an earlier try's INSERT may have set ids that its rollback undid
@@ -263,6 +266,8 @@ def _write(made: list[AssessedAttempt], lease: datetime) -> set[int]:
             breaker.record_success(endpoint, now)
         if failures:
             breaker.record_failure(endpoint, now, count=failures)
+        if endpoint.rate_limit is not None and any(attempt.row.response_status == 429 for attempt in made):
+            rate_adaptation.lower_after_429(endpoint)
         if any(attempt.verdict == Verdict.GONE for attempt in made):
             gone = next(attempt.delivery.pk for attempt in made if attempt.verdict == Verdict.GONE)
             endpoint.disable(f"410 Gone on delivery {gone} at {now:%Y-%m-%d %H:%M:%S}Z")

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from django.db import models
 from django.db.models import Case, Count, Q, Value, When
+from django.utils import timezone
 
 from endpoints.models import Endpoint
 
@@ -34,6 +35,7 @@ __all__ = [
     "blocked_chains",
     "blocking_heads",
     "chain_figures",
+    "lowered_rate_of",
     "rate_limit_of",
     "rate_limit_text",
     "waiting_condition",
@@ -189,10 +191,26 @@ def rate_limit_of(endpoint: Endpoint) -> tuple[int, float] | None:
     return limit, getattr(endpoint, "rate_limit_period", None) or 1
 
 
+def lowered_rate_of(endpoint: Endpoint) -> tuple[int, datetime | None] | None:
+    """(effective limit, when a 429 lowered it) while a 429 keeps an endpoint's rate limit below
+    the configured one (endpoints/rate_adaptation.py), else None."""
+    limit, current = getattr(endpoint, "rate_limit", None), getattr(endpoint, "rate_limit_current", None)
+    if not limit or current is None or current >= limit:
+        return None
+    return current, endpoint.rate_limit_lowered_at
+
+
 def rate_limit_text(endpoint: Endpoint) -> str | None:
-    """The rate limit as an operator reads it ("60 requests per 10 s"), or None."""
+    """The rate limit as an operator reads it ("60 requests per 10 s"; after a 429, "60 requests
+    per 10 s (now 15: lowered after a 429 at 14:03:07, recovering)"), or None."""
     rate = rate_limit_of(endpoint)
     if rate is None:
         return None
     limit, period = rate
-    return f"{limit} {'request' if limit == 1 else 'requests'} per {period:g} s"
+    text = f"{limit} {'request' if limit == 1 else 'requests'} per {period:g} s"
+    lowered = lowered_rate_of(endpoint)
+    if lowered is None:
+        return text
+    current, lowered_at = lowered
+    when = f" at {timezone.localtime(lowered_at):%H:%M:%S}" if lowered_at else ""
+    return f"{text} (now {current}: lowered after a 429{when}, recovering)"

@@ -211,11 +211,16 @@ def _finish(reservation: rate_limits.Reservation, used: int) -> None:
 def _wait_for_rate(waiting: list[Delivery], lease: datetime, endpoint, result: BatchResult) -> None:
     """Deliveries that got no slot of their endpoint's rate limit wait for one, oldest first,
     spread over the times slots are expected to free (one send batch per slot-batch interval)
-    so that they do not all wake at once; no attempt is spent."""
+    so that they do not all wake at once; no attempt is spent. The effective limit counts (lower
+    for a while after a 429: endpoints/rate_adaptation.py)."""
     now = timezone.now()
-    first = max(rate_limits.next_free_at(endpoint) or now, now)
+    # A slot held by a send in flight carries the send's worst case (its lease plus a period), but
+    # frees a period after the answer, which usually comes at once: look again within a period.
+    # With a few slots (a small limit, or one a 429 lowered) all of them are often in flight.
+    soonest = min(rate_limits.next_free_at(endpoint) or now, now + timedelta(seconds=endpoint.rate_limit_period))
+    first = max(soonest, now)
     size = webhook_settings.SEND_BATCH_SIZE
-    interval = timedelta(seconds=endpoint.rate_limit_period * size / endpoint.rate_limit)
+    interval = timedelta(seconds=endpoint.rate_limit_period * size / endpoint.effective_rate_limit)
     for start in range(0, len(waiting), size):
         ids = [delivery.pk for delivery in waiting[start : start + size]]
         until = first + interval * (start // size)
@@ -226,7 +231,7 @@ def _wait_for_rate(waiting: list[Delivery], lease: datetime, endpoint, result: B
         "endpoint %s: %s deliveries wait for its rate limit (%s per %s s), from %s",
         endpoint.pk,
         len(waiting),
-        endpoint.rate_limit,
+        endpoint.effective_rate_limit,
         endpoint.rate_limit_period,
         first.isoformat(),
     )

@@ -16,6 +16,7 @@ from django.utils import timezone
 from . import custom_headers, rate_limits, secret_box, signals
 from .client_certificates import EndpointClientCertificate
 from .event_types import PatternSet, compiled_patterns
+from .rate_adaptation import RateAdaptationMixin
 from .rate_limits import RateLimitSlot
 from .signature_formats import (
     SIGNATURE_SETTINGS,
@@ -66,7 +67,7 @@ SCHEME_ERRORS = {
 }
 
 
-class Endpoint(VerificationMixin, models.Model):
+class Endpoint(VerificationMixin, RateAdaptationMixin, models.Model):
     """An HTTP URL that receives the events of one tenant whose types match its patterns.
 
     Creating one generates a signing secret (`endpoint.secret`) unless one is given with
@@ -79,7 +80,7 @@ class Endpoint(VerificationMixin, models.Model):
     (`key_switched_until` then says until when the older keys sign).
 
     `Endpoint(rate_limit=60, rate_limit_period=10)`: at most 60 requests per 10 s, fleet-wide
-    (endpoints/rate_limits.py); both or neither.
+    (endpoints/rate_limits.py); both or neither; a 429 lowers it for a while (rate_adaptation.py).
 
     Verification (README "Endpoint verification"): an endpoint created with
     `verification_status="unverified"`, or marked with `require_verification()`, receives
@@ -218,6 +219,10 @@ class Endpoint(VerificationMixin, models.Model):
         self.encrypted_headers = secret_box.encrypt(json.dumps(hidden)) if hidden else ""
         creating = self._state.adding
         handshake = self._prepare_verification(creating)
+        loaded_rate = (None, None) if creating else getattr(self, "_loaded_rate", None)
+        rate_changed = loaded_rate != (self.rate_limit, self.rate_limit_period)
+        if rate_changed:
+            self.reset_rate_adaptation()
         with transaction.atomic():
             super().save(*args, **kwargs)
             self._loaded_url = self.url
@@ -230,8 +235,7 @@ class Endpoint(VerificationMixin, models.Model):
                 self._initial_secret = None
             else:
                 self.key_switched_until = self._switch_key_kind()
-            loaded_rate = (None, None) if creating else getattr(self, "_loaded_rate", None)
-            if loaded_rate != (self.rate_limit, self.rate_limit_period):
+            if rate_changed:
                 rate_limits.sync_slots(self, previous_period=loaded_rate[1] if loaded_rate else None)
                 self._loaded_rate = (self.rate_limit, self.rate_limit_period)
 

@@ -24,6 +24,10 @@ no window of one period, measured at the receiver, holds more than `rate_limit` 
   so lowering then raising again within a period cannot exceed the limit); raising adds free
   slots. Changing the period moves the slots still counting by the difference: the requests
   already made count under the new period.
+- A receiver's 429 lowers the effective limit below the configured one for a while
+  (rate_adaptation.py): the ring keeps its slots, and reservations take only those numbered
+  below the effective limit, so the ones above it stay unused once free, and a busy one keeps
+  its time as when the limit is lowered.
 - Reservation on PostgreSQL is one statement (FOR UPDATE SKIP LOCKED: concurrent workers take
   different slots and never wait on each other); finish() is one more. SQLite (the quick-start
   demo: one host, one clock) takes a simpler path.
@@ -50,6 +54,8 @@ from django.db import connections, models
 from django.db.models import F, Min
 from django.db.models.functions import Now
 from django.utils import timezone
+
+from .rate_adaptation import ADAPT_SQL, ALLOWED_SQL, allowed_limit
 
 __all__ = [
     "MAX_RATE_LIMIT",
@@ -151,9 +157,11 @@ def reserve(endpoint, count: int, hold: timedelta) -> Reservation:
     the answers are in.
 
     The limit is read from the database in the same statement (a limit removed since `endpoint`
-    was loaded grants everything); `endpoint.rate_limit` being None costs no query at all. Must
-    run outside transaction.atomic(): a reservation rolled back after its requests went out
-    would forget them.
+    was loaded grants everything), and so is the effective limit a 429 may have lowered, which
+    the same statement raises again after a calm period (rate_adaptation.py);
+    `endpoint.rate_limit` being None costs no query at all. Must run outside
+    transaction.atomic(): a reservation rolled back after its requests went out would forget
+    them.
     """
     if count < 0 or hold < timedelta(0):
         raise ValueError("count and hold must not be negative")
@@ -247,17 +255,21 @@ def sync_slots(endpoint, previous_period: int | None = None) -> None:
 SLOTS = "endpoints_ratelimitslot"
 ENDPOINTS = "endpoints_endpoint"
 
-# One statement: read the limit, take up to %(count)s free slots (earliest free first; rows other
-# reservations are taking are skipped, not waited for), and retire free slots beyond a lowered
-# limit (read from the highest number down: one index probe that finds nothing, usually; the
-# LIMIT keeps the planner on that index). Locked rows a concurrent reservation updated are
-# re-checked against their new free_at before they are taken.
+# One statement: read the limit (the effective one: rate_adaptation.ALLOWED_SQL), take up to
+# %(count)s free slots below it (earliest free first; rows other reservations are taking are
+# skipped, not waited for), retire free slots beyond a lowered configured limit (read from the
+# highest number down: one index probe that finds nothing, usually; the LIMIT keeps the planner
+# on that index), and move the adaptive limit on (rate_adaptation.ADAPT_SQL: after a 429 only).
+# Locked rows a concurrent reservation updated are re-checked against their new free_at before
+# they are taken.
 RESERVE_SQL = f"""
 WITH ep AS (
-    SELECT rate_limit AS lim, rate_limit_period AS period FROM {ENDPOINTS} WHERE id = %(endpoint)s
+    SELECT rate_limit AS lim, rate_limit_period AS period, {ALLOWED_SQL} AS allowed,
+        rate_limit_current AS lowered, rate_limit_calm_since AS calm
+    FROM {ENDPOINTS} WHERE id = %(endpoint)s
 ), picked AS (
     SELECT id FROM {SLOTS}
-    WHERE endpoint_id = %(endpoint)s AND free_at <= statement_timestamp() AND number < (SELECT lim FROM ep)
+    WHERE endpoint_id = %(endpoint)s AND free_at <= statement_timestamp() AND number < (SELECT allowed FROM ep)
     ORDER BY free_at LIMIT %(count)s FOR UPDATE SKIP LOCKED
 ), taken AS (
     UPDATE {SLOTS} SET free_at = statement_timestamp() + make_interval(secs => %(hold)s + (SELECT period FROM ep))
@@ -268,7 +280,7 @@ WITH ep AS (
         WHERE endpoint_id = %(endpoint)s AND number >= (SELECT lim FROM ep) AND free_at <= statement_timestamp()
         ORDER BY number DESC LIMIT 100 FOR UPDATE SKIP LOCKED
     ))
-)
+), {ADAPT_SQL.strip()}
 SELECT lim, period, (SELECT max(free_at) FROM taken), ARRAY(SELECT id FROM taken ORDER BY id) FROM ep
 """
 
@@ -282,12 +294,15 @@ WHERE id = ANY(%(all)s) AND free_at = %(held_until)s
 """
 
 # The limit, whether the ring lacks its last slot (it was never made: a limit written past
-# Endpoint.save()), and seconds until its earliest slot frees (an index probe, like a reservation).
+# Endpoint.save()), and seconds until its earliest slot below the effective limit frees (an index
+# probe, like a reservation).
 FREE_IN_SQL = f"""
 SELECT e.rate_limit,
     NOT EXISTS (SELECT FROM {SLOTS} WHERE endpoint_id = e.id AND number = e.rate_limit - 1),
     EXTRACT(EPOCH FROM (
-        SELECT free_at FROM {SLOTS} WHERE endpoint_id = e.id AND number < e.rate_limit ORDER BY free_at LIMIT 1
+        SELECT free_at FROM {SLOTS}
+        WHERE endpoint_id = e.id AND number < LEAST(COALESCE(e.rate_limit_current, e.rate_limit), e.rate_limit)
+        ORDER BY free_at LIMIT 1
     ) - statement_timestamp())::float
 FROM {ENDPOINTS} e WHERE e.id = %s
 """
@@ -316,27 +331,34 @@ def _reserve_portable(endpoint_id: int, count: int, hold: timedelta):
     the second updates nothing."""
     from .models import Endpoint
 
-    limits = Endpoint.objects.filter(pk=endpoint_id).values_list("rate_limit", "rate_limit_period").first()
-    if limits is None or limits[0] is None:
+    adaptive = ("rate_limit_current", "rate_limit_calm_since")
+    row = Endpoint.objects.filter(pk=endpoint_id).values_list("rate_limit", "rate_limit_period", *adaptive).first()
+    if row is None or row[0] is None:
         return None, None, None, []
-    limit, period = limits
+    limit, period, current, calm_since = row
     now = timezone.now()
+    allowed = allowed_limit(limit, period, current, calm_since, now)
     slots = RateLimitSlot.objects.filter(endpoint_id=endpoint_id)
     slots.filter(number__gte=limit, free_at__lte=now).delete()
     held_until = now + hold + timedelta(seconds=period)
-    candidates = slots.filter(number__lt=limit, free_at__lte=now).order_by("free_at").values_list("pk", flat=True)
+    candidates = slots.filter(number__lt=allowed, free_at__lte=now).order_by("free_at").values_list("pk", flat=True)
     taken = [pk for pk in candidates[:count] if slots.filter(pk=pk, free_at__lte=now).update(free_at=held_until)]
+    if taken and current is not None and (calm_since is None or allowed != current):  # as ADAPT_SQL
+        Endpoint.objects.filter(pk=endpoint_id, rate_limit_current=current, rate_limit_calm_since=calm_since).update(
+            rate_limit_current=allowed if allowed < limit else None, rate_limit_calm_since=now
+        )
     return limit, period, held_until, sorted(taken)
 
 
 def _free_in_portable(endpoint_id: int):
     from .models import Endpoint
 
-    limit = Endpoint.objects.filter(pk=endpoint_id).values_list("rate_limit", flat=True).first()
-    if limit is None:
+    row = Endpoint.objects.filter(pk=endpoint_id).values_list("rate_limit", "rate_limit_current").first()
+    if row is None or row[0] is None:
         return None, False, None
+    limit, current = row
     slots = RateLimitSlot.objects.filter(endpoint_id=endpoint_id)
-    earliest = slots.filter(number__lt=limit).aggregate(earliest=Min("free_at"))["earliest"]
+    earliest = slots.filter(number__lt=min(current or limit, limit)).aggregate(earliest=Min("free_at"))["earliest"]
     wait = (earliest - timezone.now()).total_seconds() if earliest else 0.0
     return limit, not slots.filter(number=limit - 1).exists(), wait
 

@@ -3,7 +3,8 @@
 A table of endpoints with their success rate over the last 24 hours, last success and
 backlog, worst first: pending (of which due now, waiting for a retry, waiting for the rate
 limit, parked) and failed, with a line under an endpoint saying why its deliveries are parked
-(circuit breaker, ordering, disabled, unverified) and its rate limit; then the totals.
+(circuit breaker, ordering, disabled, unverified) and its rate limit (and the lower one in
+force for a while after a 429); then the totals.
 `--keys N` adds the N ordering keys with the most deliveries waiting behind their head, and
 that head (the delivery to retry or cancel to let the key move on).
 """
@@ -20,6 +21,7 @@ from deliveries.backlog import (
     backlog_by_endpoint,
     blocked_chains,
     blocking_heads,
+    lowered_rate_of,
     rate_limit_of,
     rate_limit_text,
     waiting_of,
@@ -81,7 +83,7 @@ class Command(BaseCommand):
         for endpoint in endpoints:
             rate = rates.get(endpoint.pk)
             backlog = backlogs[endpoint.pk]
-            limit = rate_limit_of(endpoint)
+            limit, lowered = rate_limit_of(endpoint), lowered_rate_of(endpoint)
             rows.append(
                 {
                     "id": endpoint.pk,
@@ -100,7 +102,7 @@ class Command(BaseCommand):
                     "waiting": {state.value: backlog[state] for state in TIMED},
                     "parked": {state.value: backlog[state] for state in PARKED},
                     "failed": endpoint.failed_count,
-                    "rate_limit": {"requests": limit[0], "period_seconds": limit[1]} if limit else None,
+                    "rate_limit": _rate_limit(limit, lowered),
                     "rate_limit_text": rate_limit_text(endpoint),
                 }
             )
@@ -201,6 +203,19 @@ class Command(BaseCommand):
         for line in lines:
             cells = [cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(line)]
             self.stdout.write("  ".join(cells).rstrip())
+
+
+def _rate_limit(limit: tuple[int, float] | None, lowered: tuple | None) -> dict | None:
+    """The configured limit, the one in force (lower for a while after a 429) and that 429's time."""
+    if limit is None:
+        return None
+    effective, lowered_at = lowered or (limit[0], None)
+    return {
+        "requests": limit[0],
+        "period_seconds": limit[1],
+        "effective_requests": effective,
+        "lowered_at": lowered_at.isoformat() if lowered_at else None,
+    }
 
 
 PARKED_WORDS = {
