@@ -70,6 +70,7 @@ class Fleet:
         self.env = {**env, "WEBHOOKS_BENCH_PROBE_DIR": str(self.probe_dir)}
         self.loglevel = loglevel
         self.processes: list[subprocess.Popen] = []
+        self.beat: subprocess.Popen | None = None
 
     def argv(self, index: int) -> list[str]:
         return [
@@ -103,6 +104,26 @@ class Fleet:
             time.sleep(0.1)
         return self
 
+    def start_beat(self) -> None:
+        """The Procfile's beat beside the workers: the sweep (every WEBHOOKS_SWEEP_INTERVAL) sends
+        what waits longer than a countdown may. Its own CPU is not counted with the workers'."""
+        log = self.log_dir / f"beat-{self.name}.log"
+        argv = [
+            *(sys.executable, "-m", "celery", "-A", "webhooks_project", "beat", "--loglevel", self.loglevel),
+            *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
+            *("--pidfile", str(self.log_dir / f"beat-{self.name}.pid")),
+        ]
+        with log.open("ab") as output:
+            self.beat = subprocess.Popen(
+                [*LAUNCHER, *argv],
+                cwd=BASE_DIR,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     @property
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes]
@@ -112,6 +133,8 @@ class Fleet:
             if process.poll() is not None:
                 log = self.log_dir / f"worker-{self.name}-{index}.log"
                 raise RuntimeError(f"worker {index} exited with {process.returncode}; see {log}")
+        if self.beat is not None and self.beat.poll() is not None:
+            raise RuntimeError(f"beat exited with {self.beat.returncode}; see {self.log_dir / f'beat-{self.name}.log'}")
 
     def snapshots(self) -> list[dict]:
         found = []
@@ -138,6 +161,9 @@ class Fleet:
         return usage(self.pids)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self.beat is not None:
+            self.processes.append(self.beat)  # stopped with the workers, the same way
+            self.beat = None
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)  # warm shutdown: running tasks finish

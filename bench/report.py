@@ -1,4 +1,5 @@
-"""The benchmark's report: issue 7's targets checked against the figures, a table printed."""
+"""The benchmark's report: the targets of issues 7 and 15 checked against the figures, a table
+printed, and what ordering and rate limiting cost next to the plain burst."""
 
 TARGETS = (
     # (scenario, description, figure getter, predicate)
@@ -17,6 +18,19 @@ TARGETS = (
         "worker RSS within 10 % (after the first chunk)",
         lambda r: r["rss_growth_after_first_chunk_percent"],
         lambda v, r: v <= 10,
+    ),
+    # Issue 15: correctness under load, not speed (the overhead is reported, not bounded).
+    (
+        "ordered",
+        "ordered: first receipts in publish order per key",
+        lambda r: r["order_violations"],
+        lambda v, r: v == 0,
+    ),
+    (
+        "limited",
+        "binding rate limit: busiest second at the receiver <= limit",
+        lambda r: r["binding"]["busiest_window"],
+        lambda v, r: v <= r["binding"]["rate_limit"] and not r["binding"]["lost"],
     ),
 )
 
@@ -98,6 +112,8 @@ def rows(scenarios: dict) -> list[tuple[str, dict]]:
             ]
         elif name == "compare_workers":
             found += [(f"burst, {count} worker(s)", r) for count, r in result.items()]
+        elif name == "limited" and "binding" in result:
+            found += [("limited", result), (f"limited {result['binding']['rate_limit']}/s", result["binding"])]
         else:
             found.append((name, result))
     return found
@@ -124,6 +140,28 @@ def table(scenarios: dict) -> str:
             f"{_fmt(h['request_timeout_s'])} s ({bad.get('attempts')} attempts on it, breaker open: "
             f"{bad.get('breaker_open')})"
         )
+    if "ordered" in scenarios:
+        o = scenarios["ordered"]
+        extras.append(
+            f"ordered: {o['ordering_keys']} ordering keys in turn ({_fmt(o['events_per_key'])} events each), "
+            f"{o['order_violations']} order violations (first receipts out of publish order within a key)"
+        )
+    if "limited" in scenarios:
+        lim = scenarios["limited"]
+        line = (
+            f"limited: {lim['rate_limit']} per {lim['rate_limit_period_s']} s, not binding (busiest second "
+            f"{lim['busiest_window']} requests)"
+        )
+        if "binding" in lim:
+            b = lim["binding"]
+            line += (
+                f"; binding, {b['events']} events at {b['rate_limit']} per {b['rate_limit_period_s']} s: busiest "
+                f"second {b['busiest_window']} requests, {_fmt(b['achieved_rate_per_s'])} requests/s reached "
+                f"({_fmt(100 * b['achieved_rate_per_s'] / b['rate_limit'] if b['achieved_rate_per_s'] else None)} "
+                f"% of the limit), longest pause between requests {_fmt(b['longest_pause_s'])} s"
+            )
+        extras.append(line)
+    extras += [overhead_text(name, figures) for name, figures in overhead_vs_burst(scenarios).items()]
     if "soak" in scenarios:
         s = scenarios["soak"]
         extras.append(
@@ -132,6 +170,58 @@ def table(scenarios: dict) -> str:
             f"{_fmt(s['rss_growth_after_first_chunk_percent'])} % after the first chunk)"
         )
     return "\n".join(lines + extras)
+
+
+# (key, label) of the figures compared with the burst; the latency ones are in latency_ms.
+OVERHEAD_FIGURES = (
+    ("deliveries_per_second", "deliveries/s"),
+    ("p50", "p50"),
+    ("p99", "p99"),
+    ("sql_per_delivery", "SQL/delivery"),
+    ("worker_cpu_ms_per_delivery", "worker CPU ms/delivery"),
+)
+
+
+def overhead_vs_burst(scenarios: dict) -> dict:
+    """For ordered and limited (its non-binding run), each figure of OVERHEAD_FIGURES beside the
+    burst's of the same run: both values, the difference and the difference in percent."""
+    burst = scenarios.get("burst")
+    if not burst:
+        return {}
+    found = {}
+    for name in ("ordered", "limited"):
+        if name not in scenarios:
+            continue
+        figures = {}
+        for key, _ in OVERHEAD_FIGURES:
+            base, value = _figure(burst, key), _figure(scenarios[name], key)
+            known = base is not None and value is not None
+            figures[key] = {
+                "burst": base,
+                name: value,
+                "difference": round(value - base, 2) if known else None,
+                "percent": round((value - base) / base * 100, 1) if known and base else None,
+            }
+        found[name] = figures
+    return found
+
+
+def _figure(result: dict, key: str):
+    if key in ("p50", "p99"):
+        return (result.get("latency_ms") or {}).get(key)
+    return result.get(key)
+
+
+def overhead_text(name: str, figures: dict) -> str:
+    parts = []
+    for key, label in OVERHEAD_FIGURES:
+        f = figures[key]
+        if f["percent"] is None:
+            parts.append(f"{label} -")
+            continue
+        difference = f" ({f['difference']:+.2f})" if key in ("sql_per_delivery", "worker_cpu_ms_per_delivery") else ""
+        parts.append(f"{label} {f['percent']:+.1f} %{difference}")
+    return f"{name} vs burst: " + ", ".join(parts)
 
 
 def targets_text(checks: list[dict]) -> str:

@@ -79,19 +79,34 @@ class Bench:
         return Meter(fleet, self.receiver.pid, self.pg_pids, self.broker_pids)
 
 
-def make_endpoints(bench: Bench, tenant: str, paths: Iterable[str]) -> list[Endpoint]:
-    """One endpoint per receiver path, through the public API (each gets a secret)."""
-    return [Endpoint.objects.create(url=bench.receiver.url(path), tenant=tenant) for path in paths]
+def make_endpoints(bench: Bench, tenant: str, paths: Iterable[str], **fields) -> list[Endpoint]:
+    """One endpoint per receiver path, through the public API (each gets a secret); `fields`
+    (e.g. rate_limit=...) are given to every one."""
+    return [Endpoint.objects.create(url=bench.receiver.url(path), tenant=tenant, **fields) for path in paths]
 
 
-def publish_burst(tenant: str, count: int, batch: int) -> list[str]:
-    """`count` events with publish_many, `batch` per transaction (fan-out enqueued per commit)."""
+def ordering_key(number: int, keys: int) -> str:
+    """The ordering key of the `number`th event of a burst over `keys` keys: round-robin."""
+    return f"key-{number % keys}"
+
+
+def burst_item(number: int, keys: int) -> tuple | dict:
+    if not keys:
+        return (EVENT_TYPE, {"n": number})
+    return {"type": EVENT_TYPE, "data": {"n": number}, "ordering_key": ordering_key(number, keys)}
+
+
+def publish_burst(tenant: str, count: int, batch: int, ordering_keys: int = 0) -> list[str]:
+    """`count` events with publish_many, `batch` per transaction (fan-out enqueued per commit);
+    returns their ids in publish order. With `ordering_keys`, the events take that many ordering
+    keys in turn (ordering_key())."""
     ids: list[str] = []
     with PUBLISHER.phase("publish"):
         for start in range(0, count, batch):
             size = min(batch, count - start)
             with transaction.atomic():
-                events = publish_many([(EVENT_TYPE, {"n": start + i}) for i in range(size)], tenant=tenant)
+                items = [burst_item(start + i, ordering_keys) for i in range(size)]
+                events = publish_many(items, tenant=tenant)
             ids += [str(event.id) for event in events]
     return ids
 
@@ -125,6 +140,7 @@ class Window:
     event_ids: list[str] | None = None  # None: every event of the tenant
     since: int = 0
     arrivals: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    first_receipts: list[tuple[str, str]] = field(default_factory=list)  # in the receiver's order
     other_paths: Counter = field(default_factory=Counter)
     extra: dict = field(default_factory=dict)
 
@@ -142,6 +158,8 @@ class Window:
         for arrival, webhook_id, path in records:
             key = (webhook_id, path)
             if key in self.expected:
+                if key not in self.arrivals:
+                    self.first_receipts.append(key)
                 self.arrivals.setdefault(key, []).append(arrival)
             elif webhook_id in self.created:
                 self.other_paths[path] += 1

@@ -26,7 +26,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 CHILD_FLAG = "WEBHOOKS_BENCH_CHILD"
-SCENARIOS = ("burst", "steady", "fanout", "slow", "hol")
+SCENARIOS = ("burst", "ordered", "limited", "steady", "fanout", "slow", "hol")
 EXTRA_SCENARIOS = ("soak",)
 
 
@@ -36,7 +36,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         add = parser.add_argument
-        add("--scenario", default="all", help=f"comma-separated: {', '.join(SCENARIOS + EXTRA_SCENARIOS)} or all")
+        add(
+            "--scenario",
+            "--scenarios",
+            dest="scenario",
+            default="all",
+            help=f"comma-separated: {', '.join(SCENARIOS + EXTRA_SCENARIOS)} or all",
+        )
         add("--broker", default="redis://127.0.0.1:6379/14", help="redis://... (not db 15) or amqp://...")
         add("--database", default="webhooks_bench", help="database created on DATABASE_URL's server")
         add("--workers", type=int, default=1, help="worker processes")
@@ -44,6 +50,20 @@ class Command(BaseCommand):
         add("--compare-workers", default="", help="also run the burst with each of these worker counts, e.g. 1,2")
         add("--burst-events", type=int, default=2000)
         add("--publish-batch", type=int, default=100, help="events per publish_many() transaction in bursts")
+        add("--ordering-keys", type=int, default=50, help="ordered: the burst's events take this many keys in turn")
+        add(
+            "--limited-rate-limit",
+            type=int,
+            default=10_000,
+            help="limited: the endpoint's limit per second, above what the burst reaches (at most 10,000)",
+        )
+        add(
+            "--limited-binding-events",
+            type=int,
+            default=1000,
+            help="limited: then this many events to an endpoint the next option limits (0: skip)",
+        )
+        add("--limited-binding-limit", type=int, default=200, help="limited: requests per second that bind")
         add("--steady-rate", type=float, default=50.0, help="events per second")
         add("--steady-seconds", type=float, default=20.0)
         add("--fanout-endpoints", type=int, default=1000)
@@ -64,6 +84,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         scenarios = self.scenarios(options["scenario"])
+        self.check_sizes(options)
         if os.environ.get(CHILD_FLAG) != "1":
             self.reexec(options)
         signal.signal(signal.SIGTERM, _interrupt)
@@ -87,6 +108,20 @@ class Command(BaseCommand):
         if unknown or not names:
             raise CommandError(f"unknown scenario {sorted(unknown)}; choose from {SCENARIOS + EXTRA_SCENARIOS} or all")
         return names
+
+    @staticmethod
+    def check_sizes(options: dict) -> None:
+        from endpoints.rate_limits import MAX_RATE_LIMIT
+
+        if options["ordering_keys"] < 1:
+            raise CommandError("--ordering-keys must be at least 1")
+        for name in ("limited_rate_limit", "limited_binding_limit"):
+            if not 1 <= options[name] <= MAX_RATE_LIMIT:
+                raise CommandError(f"--{name.replace('_', '-')} must be between 1 and {MAX_RATE_LIMIT}")
+        # Waits longer than WEBHOOKS_MAX_COUNTDOWN (60 s) are left to the sweep, and the benchmark
+        # runs no beat: keep the binding run well inside it.
+        if options["limited_binding_events"] > 30 * options["limited_binding_limit"]:
+            raise CommandError("--limited-binding-events may be at most 30 s of --limited-binding-limit")
 
     def reexec(self, options: dict) -> None:
         """Run again, in this process, with the benchmark's environment."""
@@ -122,12 +157,13 @@ class Command(BaseCommand):
         os.execve(sys.executable, [sys.executable, str(manage), *sys.argv[1:]], env)
 
     def run(self, scenarios: list[str], options: dict) -> dict:
+        from bench import delivery_control
         from bench import scenarios as bench_scenarios
         from bench.environment import EnvironmentError_, empty_broker, ensure_database, lock_database
         from bench.fleet import service_pids
         from bench.measure import PUBLISHER
         from bench.receiver import ReceiverProcess
-        from bench.report import check_targets, table, targets_text
+        from bench.report import check_targets, overhead_vs_burst, table, targets_text
         from bench.run import Bench
 
         database_url, broker = os.environ["DATABASE_URL"], os.environ["CELERY_BROKER_URL"]
@@ -170,6 +206,17 @@ class Command(BaseCommand):
         o = options
         runners = {
             "burst": lambda: bench_scenarios.burst(bench, o["burst_events"], o["publish_batch"]),
+            "ordered": lambda: delivery_control.ordered(
+                bench, o["burst_events"], o["publish_batch"], o["ordering_keys"]
+            ),
+            "limited": lambda: delivery_control.limited(
+                bench,
+                o["burst_events"],
+                o["publish_batch"],
+                o["limited_rate_limit"],
+                o["limited_binding_events"],
+                o["limited_binding_limit"],
+            ),
             "steady": lambda: bench_scenarios.steady(bench, o["steady_rate"], o["steady_seconds"]),
             "fanout": lambda: bench_scenarios.fanout(bench, o["fanout_endpoints"], o["fanout_repeat"]),
             "slow": lambda: bench_scenarios.slow(bench, o["slow_events"], o["slow_delay_ms"], o["publish_batch"]),
@@ -194,9 +241,10 @@ class Command(BaseCommand):
         finally:
             receiver.stop()
         results["targets"] = check_targets(results["scenarios"])
+        results["overhead_vs_burst"] = overhead_vs_burst(results["scenarios"])
         results["meta"]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.stdout.write("\n" + table(results["scenarios"]))
-        self.stdout.write("\nissue 7 targets:\n" + targets_text(results["targets"]))
+        self.stdout.write("\ntargets (issues 7 and 15):\n" + targets_text(results["targets"]))
         self.stdout.write(f"logs: {log_dir}")
         return results
 
