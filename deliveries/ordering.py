@@ -121,7 +121,7 @@ def advance(chains: Iterable[Chain]) -> list[int]:
     if not chains:
         return []
     _lock(chains, create=False)
-    due: list[int] = []
+    due: list[tuple[int, int]] = []  # (delivery id, endpoint id)
     now = timezone.now()
     for endpoint_id, key in sorted(chains):
         lowest = (
@@ -135,16 +135,18 @@ def advance(chains: Iterable[Chain]) -> list[int]:
         pk, status, reason = lowest
         if status == DeliveryStatus.PENDING and reason == ParkedReason.ORDERING:
             if unpark(Delivery.objects.filter(pk=pk), now, reasons=[ParkedReason.ORDERING]):
-                due.append(pk)
+                due.append((pk, endpoint_id))
     if due:
         transaction.on_commit(partial(_enqueue, due))
-    return due
+    return [pk for pk, _ in due]
 
 
-def _enqueue(delivery_ids: list[int]) -> None:
-    from .tasks import enqueue_sends  # tasks imports the send path, which imports this module
+def _enqueue(due: list[tuple[int, int]]) -> None:
+    """The released deliveries of one endpoint in send batches, one message each."""
+    from .sweeper import Due
+    from .tasks import enqueue_due  # tasks imports the send path, which imports this module
 
-    enqueue_sends(delivery_ids)
+    enqueue_due(Due(pk, endpoint_id, False) for pk, endpoint_id in due)
 
 
 def finished_chains(deliveries: Iterable[tuple[Delivery, str]]) -> set[Chain]:
