@@ -25,7 +25,7 @@ Transitions, each a function here:
 | claimed | succeeded, waiting (retry), failed | `after_attempt` + `settle` | attempt records |
 | due | due and queued | `mark_queued` | the sweep |
 | parked | due | `unpark` | breaker release, endpoint enabled or verified, ordering |
-| failed, pending | due | `retry_now` | operators (admin, API, commands) |
+| failed, cancelled, pending | due | `retry_now` | operators (admin, API, commands) |
 | pending, failed | cancelled | `cancel` | operators |
 
 Every UPDATE of a claimed delivery is conditional on the lease (`locked_until=lease`): a worker
@@ -69,8 +69,6 @@ secrets_random = SystemRandom()
 # The reasons that are about the endpoint itself: enabling, verifying it or closing its breaker
 # ends them. "" is a row parked before reasons were recorded (it waited for its endpoint too).
 ENDPOINT_REASONS = (ParkedReason.NONE, ParkedReason.DISABLED, ParkedReason.UNVERIFIED, ParkedReason.BREAKER)
-
-FINISHED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
 
 
 def lease_seconds() -> float:
