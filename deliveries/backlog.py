@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from endpoints.models import Endpoint
 
-from . import ordering
 from .models import Delivery, DeliveryStatus, ParkedReason
+from .ordering import blocking_heads, chains_match
 
 __all__ = [
     "PARKED",
@@ -35,6 +35,7 @@ __all__ = [
     "blocked_chains",
     "blocking_heads",
     "chain_figures",
+    "heads_of_waiting",
     "lowered_rate_of",
     "rate_limit_of",
     "rate_limit_text",
@@ -130,17 +131,12 @@ def backlog_by_endpoint(endpoint_ids: Iterable[int], now: datetime) -> dict[int,
     return backlog
 
 
-def _chain_match(chains: set[Chain]) -> Q:
-    match = Q()
-    for endpoint_id, key in sorted(chains):
-        match |= Q(endpoint_id=endpoint_id, ordering_key=key)
-    return match
-
-
-def blocking_heads(chains: Iterable[Chain]) -> dict[Chain, Delivery]:
-    """For each chain, the delivery the rest of it waits for (ordering.blocking_heads, the one
-    definition of it)."""
-    return ordering.blocking_heads(chains)
+def heads_of_waiting(deliveries: Iterable[Delivery], now: datetime) -> dict[Chain, Delivery]:
+    """For those of `deliveries` that wait behind their ordering key, the delivery each chain
+    waits for (ordering.blocking_heads, the one definition of it), in one query for them all or
+    none when no delivery waits for ordering. Admin's lists and the API's pages share it."""
+    behind = [delivery for delivery in deliveries if waiting_of(delivery, now) == Waiting.ORDERING]
+    return blocking_heads((delivery.endpoint_id, delivery.ordering_key) for delivery in behind)
 
 
 class ChainFigures(NamedTuple):
@@ -157,7 +153,7 @@ def chain_figures(chains: Iterable[Chain]) -> dict[Chain, ChainFigures]:
     if not chains:
         return {}
     rows = (
-        Delivery.objects.filter(_chain_match(chains), status=DeliveryStatus.PENDING)
+        Delivery.objects.filter(chains_match(sorted(chains)), status=DeliveryStatus.PENDING)
         .order_by()
         .values_list("endpoint_id", "ordering_key")
         .annotate(pending=Count("pk"), behind=Count("pk", filter=Q(parked_reason=ParkedReason.ORDERING)))

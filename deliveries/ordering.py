@@ -29,7 +29,16 @@ from django.utils import timezone
 from .models import Delivery, DeliveryStatus, OrderingKey, ParkedReason
 from .scheduling import unpark
 
-__all__ = ["advance", "blocking_head", "blocking_heads", "finished_chains", "lock_chains", "place", "release_stalled"]
+__all__ = [
+    "advance",
+    "blocking_head",
+    "blocking_heads",
+    "chains_match",
+    "finished_chains",
+    "lock_chains",
+    "place",
+    "release_stalled",
+]
 
 Chain = tuple[int, str]  # (endpoint id, ordering key)
 
@@ -39,10 +48,11 @@ OPEN = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 PASSED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.CANCELLED)
 
 
-def _chains(chains: Iterable[Chain]) -> Q:
+def chains_match(chains: Iterable[Chain], key_field: str = "ordering_key") -> Q:
+    """The rows of these chains: deliveries (their `ordering_key`) or chain rows (`key`)."""
     match = Q()
     for endpoint_id, key in chains:
-        match |= Q(endpoint_id=endpoint_id, ordering_key=key)
+        match |= Q(endpoint_id=endpoint_id, **{key_field: key})
     return match
 
 
@@ -56,10 +66,7 @@ def _lock(chains: Iterable[Chain], create: bool) -> dict[Chain, OrderingKey]:
             OrderingKey.objects.bulk_create(
                 [OrderingKey(endpoint_id=endpoint_id, key=key) for endpoint_id, key in chains], ignore_conflicts=True
             )
-        match = Q()
-        for endpoint_id, key in chains:
-            match |= Q(endpoint_id=endpoint_id, key=key)
-        locked = OrderingKey.objects.select_for_update().filter(match).order_by("pk")
+        locked = OrderingKey.objects.select_for_update().filter(chains_match(chains, "key")).order_by("pk")
         rows = {(row.endpoint_id, row.key): row for row in locked}
         if len(rows) == len(chains):
             break
@@ -77,7 +84,9 @@ def lock_chains(deliveries) -> None:
 def _busy(chains: set[Chain]) -> set[Chain]:
     """The chains that have an open delivery."""
     rows = (
-        Delivery.objects.filter(_chains(chains), status__in=OPEN).values_list("endpoint_id", "ordering_key").distinct()
+        Delivery.objects.filter(chains_match(chains), status__in=OPEN)
+        .values_list("endpoint_id", "ordering_key")
+        .distinct()
     )
     return set(rows)
 
@@ -198,9 +207,9 @@ def blocking_heads(chains: Iterable[Chain]) -> dict[Chain, Delivery]:
         .order_by("endpoint_id", "ordering_key", "sequence")
     )
     if connection.vendor == "postgresql":
-        heads = candidates.filter(_chains(chains)).distinct("endpoint_id", "ordering_key")
+        heads = candidates.filter(chains_match(chains)).distinct("endpoint_id", "ordering_key")
     else:
-        heads = [head for chain in chains if (head := candidates.filter(_chains([chain])).first())]
+        heads = [head for chain in chains if (head := candidates.filter(chains_match([chain])).first())]
     return {(head.endpoint_id, head.ordering_key): head for head in heads}
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from ..backlog import Waiting, blocking_heads, waiting_of
+from ..backlog import Waiting, heads_of_waiting, waiting_of
 from ..models import Delivery
 
 NOT_LOOKED_UP = object()
@@ -26,10 +26,11 @@ def moment(value: datetime) -> str:
 def attach_blocking_heads(deliveries: Iterable[Delivery], now: datetime) -> None:
     """Set `blocking_head` on each delivery waiting behind its ordering key (None if no earlier
     delivery is pending), from one query for all of them."""
-    behind = [delivery for delivery in deliveries if waiting_of(delivery, now) == Waiting.ORDERING]
-    heads = blocking_heads((delivery.endpoint_id, delivery.ordering_key) for delivery in behind)
-    for delivery in behind:
-        delivery.blocking_head = heads.get((delivery.endpoint_id, delivery.ordering_key))
+    deliveries = list(deliveries)
+    heads = heads_of_waiting(deliveries, now)
+    for delivery in deliveries:
+        if waiting_of(delivery, now) == Waiting.ORDERING:
+            delivery.blocking_head = heads.get((delivery.endpoint_id, delivery.ordering_key))
 
 
 def head_link(head: Delivery, now: datetime) -> str:

@@ -3,7 +3,7 @@
 Derived as admin derives it (deliveries.backlog.waiting_of, the same states and names), from the
 row's own scheduling fields and its endpoint's breaker; a page's ordering heads (the delivery
 each one waiting behind its ordering key waits for) come from one query for the whole page
-(backlog.blocking_heads), none when no row of the page waits for ordering.
+(backlog.heads_of_waiting), none when no row of the page waits for ordering.
 """
 
 from collections.abc import Iterable
@@ -11,7 +11,7 @@ from datetime import datetime
 
 from rest_framework import serializers
 
-from ..backlog import Waiting, blocking_heads, waiting_of
+from ..backlog import Waiting, heads_of_waiting, waiting_of
 from ..models import Delivery
 
 __all__ = ["WaitingSerializer", "waiting_context", "waiting_data"]
@@ -47,12 +47,7 @@ def waiting_context(deliveries: Iterable[Delivery], now: datetime) -> dict:
 
     The deliveries need their scheduling fields (status, locked_until, next_attempt_at,
     parked_reason), endpoint_id and ordering_key."""
-    behind = [
-        delivery
-        for delivery in deliveries
-        if delivery.ordering_key is not None and waiting_of(delivery, now) == Waiting.ORDERING
-    ]
-    heads = blocking_heads((delivery.endpoint_id, delivery.ordering_key) for delivery in behind)
+    heads = heads_of_waiting(deliveries, now)
     return {"now": now, "blocking_heads": {chain: head.pk for chain, head in heads.items()}}
 
 
